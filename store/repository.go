@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"time"
 )
 
 // Keyed is a document that knows its partition key and id.
@@ -75,6 +77,27 @@ func (r *Repository[T]) Delete(ctx context.Context, partitionKey, id, ifMatch st
 // the contention is reported rather than spun on.
 const maxUpdateAttempts = 20
 
+// Backoff between Update attempts. Without it, writers that lost a race retry
+// in lockstep and lose again: 8 writers on one document exhausted the attempts.
+const (
+	updateBackoffBase = time.Millisecond
+	updateBackoffMax  = 50 * time.Millisecond
+)
+
+// updateBackoff waits a random ("full jitter") time below an exponentially
+// growing bound, or until ctx ends.
+func updateBackoff(ctx context.Context, attempt int) error {
+	bound := min(updateBackoffBase<<min(attempt, 10), updateBackoffMax)
+	t := time.NewTimer(rand.N(bound) + 1)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // ErrSkipUpdate, returned by an Update callback, ends the update without writing.
 var ErrSkipUpdate = errors.New("store: update skipped")
 
@@ -84,14 +107,29 @@ var ErrSkipUpdate = errors.New("store: update skipped")
 // the current document is returned with a nil error.
 func (r *Repository[T]) Update(ctx context.Context, partitionKey, id string, fn func(*T) error) (T, string, error) {
 	var zero T
-	for range maxUpdateAttempts {
-		doc, etag, err := r.Get(ctx, partitionKey, id)
+	for attempt := range maxUpdateAttempts {
+		if attempt > 0 {
+			if err := updateBackoff(ctx, attempt-1); err != nil {
+				return zero, "", fmt.Errorf("update %s: %w", id, err)
+			}
+		}
+		it, err := r.c.Read(ctx, partitionKey, id)
 		if err != nil {
 			return zero, "", err
 		}
+		var doc T
+		if err := json.Unmarshal(it.Body, &doc); err != nil {
+			return zero, "", fmt.Errorf("decode %s: %w", id, err)
+		}
+		etag := it.ETag
 		if err := fn(&doc); err != nil {
 			if errors.Is(err, ErrSkipUpdate) {
-				return doc, etag, nil
+				// fn may have changed doc before skipping: return what is stored.
+				var current T
+				if err := json.Unmarshal(it.Body, &current); err != nil {
+					return zero, "", fmt.Errorf("decode %s: %w", id, err)
+				}
+				return current, etag, nil
 			}
 			return zero, "", err
 		}

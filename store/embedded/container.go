@@ -1,0 +1,393 @@
+package embedded
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/castiel/integration-manager/store"
+)
+
+// container is one bucket of the file.
+type container struct {
+	b          *Backend
+	spec       store.ContainerSpec
+	name       []byte
+	ttlSeconds int64 // 0: expiry off
+}
+
+var _ store.Container = (*container)(nil)
+
+func (c *container) notFound(pk, id string) error {
+	return fmt.Errorf("embedded: %s/%s/%s: %w", c.spec.Name, pk, id, store.ErrNotFound)
+}
+
+// current returns the live (unexpired) envelope stored at key, if any.
+func (c *container) current(bucket *bolt.Bucket, key []byte, now time.Time) (envelope, bool, error) {
+	v := bucket.Get(key)
+	if v == nil {
+		return envelope{}, false, nil
+	}
+	e, err := decodeEnvelope(v)
+	if err != nil {
+		return envelope{}, false, fmt.Errorf("embedded: %s key %q: %w", c.spec.Name, key, err)
+	}
+	if c.ttlSeconds > 0 && e.expired(now) {
+		return e, false, nil
+	}
+	return e, true, nil
+}
+
+// put stores a new version of the document at key, keeping the expiry index
+// in step, and returns its ETag. old is the previous envelope, if any.
+func (c *container) put(tx *bolt.Tx, key []byte, old *envelope, body []byte, ttl int64) (string, error) {
+	bucket := tx.Bucket(c.name)
+	seq, err := bucket.NextSequence()
+	if err != nil {
+		return "", err
+	}
+	e := envelope{written: c.b.now(), ttl: ttl, etag: formatETag(seq), body: body}
+	if err := c.unindex(tx, key, old); err != nil {
+		return "", err
+	}
+	if at := e.expiresAt(); !at.IsZero() {
+		if err := tx.Bucket([]byte(expiryBucket)).Bucket(c.name).Put(expiryKey(at, key), nil); err != nil {
+			return "", err
+		}
+	}
+	if err := bucket.Put(key, e.encode()); err != nil {
+		return "", err
+	}
+	return e.etag, nil
+}
+
+// unindex removes old's entry from the expiry index.
+func (c *container) unindex(tx *bolt.Tx, key []byte, old *envelope) error {
+	if old == nil {
+		return nil
+	}
+	if at := old.expiresAt(); !at.IsZero() {
+		return tx.Bucket([]byte(expiryBucket)).Bucket(c.name).Delete(expiryKey(at, key))
+	}
+	return nil
+}
+
+// Create stores a new document; ErrConflict if a live one has the id.
+func (c *container) Create(ctx context.Context, partitionKey, id string, body []byte) (string, error) {
+	stored, ttl, err := c.prepareBody(partitionKey, id, body)
+	if err != nil {
+		return "", err
+	}
+	key := docKey(partitionKey, id)
+	var etag string
+	err = c.b.write(ctx, func(tx *bolt.Tx) error {
+		old, live, err := c.current(tx.Bucket(c.name), key, c.b.now())
+		if err != nil {
+			return err
+		}
+		if live {
+			return refuse(fmt.Errorf("embedded: create %s/%s/%s: %w", c.spec.Name, partitionKey, id, store.ErrConflict))
+		}
+		var prev *envelope
+		if old.etag != "" { // expired but not yet swept: replaced in place
+			prev = &old
+		}
+		etag, err = c.put(tx, key, prev, stored, ttl)
+		return err
+	})
+	return etag, err
+}
+
+// Read returns the live document with "_etag" and "_ts" added to its body.
+func (c *container) Read(ctx context.Context, partitionKey, id string) (store.Item, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Item{}, err
+	}
+	var it store.Item
+	err := c.b.view(func(tx *bolt.Tx) error {
+		e, live, err := c.current(tx.Bucket(c.name), docKey(partitionKey, id), c.b.now())
+		if err != nil {
+			return err
+		}
+		if !live {
+			return c.notFound(partitionKey, id)
+		}
+		it = store.Item{ID: id, PartitionKey: partitionKey, Body: withSystemProperties(e.body, e), ETag: e.etag}
+		return nil
+	})
+	return it, err
+}
+
+// Replace overwrites a live document, conditionally on ifMatch when given.
+func (c *container) Replace(ctx context.Context, partitionKey, id string, body []byte, ifMatch string) (string, error) {
+	stored, ttl, err := c.prepareBody(partitionKey, id, body)
+	if err != nil {
+		return "", err
+	}
+	key := docKey(partitionKey, id)
+	var etag string
+	err = c.b.write(ctx, func(tx *bolt.Tx) error {
+		old, live, err := c.current(tx.Bucket(c.name), key, c.b.now())
+		if err != nil {
+			return err
+		}
+		if !live {
+			return refuse(c.notFound(partitionKey, id))
+		}
+		if ifMatch != "" && ifMatch != old.etag {
+			return refuse(fmt.Errorf("embedded: replace %s/%s/%s if-match %s (now %s): %w",
+				c.spec.Name, partitionKey, id, ifMatch, old.etag, store.ErrPreconditionFailed))
+		}
+		etag, err = c.put(tx, key, &old, stored, ttl)
+		return err
+	})
+	return etag, err
+}
+
+// Upsert creates or overwrites unconditionally.
+func (c *container) Upsert(ctx context.Context, partitionKey, id string, body []byte) (string, error) {
+	stored, ttl, err := c.prepareBody(partitionKey, id, body)
+	if err != nil {
+		return "", err
+	}
+	key := docKey(partitionKey, id)
+	var etag string
+	err = c.b.write(ctx, func(tx *bolt.Tx) error {
+		old, _, err := c.current(tx.Bucket(c.name), key, c.b.now())
+		if err != nil {
+			return err
+		}
+		var prev *envelope
+		if old.etag != "" {
+			prev = &old
+		}
+		etag, err = c.put(tx, key, prev, stored, ttl)
+		return err
+	})
+	return etag, err
+}
+
+// Delete removes a live document, conditionally on ifMatch when given.
+func (c *container) Delete(ctx context.Context, partitionKey, id string, ifMatch string) error {
+	key := docKey(partitionKey, id)
+	return c.b.write(ctx, func(tx *bolt.Tx) error {
+		bucket := tx.Bucket(c.name)
+		old, live, err := c.current(bucket, key, c.b.now())
+		if err != nil {
+			return err
+		}
+		if !live {
+			return refuse(c.notFound(partitionKey, id))
+		}
+		if ifMatch != "" && ifMatch != old.etag {
+			return refuse(fmt.Errorf("embedded: delete %s/%s/%s if-match %s (now %s): %w",
+				c.spec.Name, partitionKey, id, ifMatch, old.etag, store.ErrPreconditionFailed))
+		}
+		if err := c.unindex(tx, key, &old); err != nil {
+			return err
+		}
+		return bucket.Delete(key)
+	})
+}
+
+// deleteExpired removes up to limit documents whose expiry is at or before now.
+func (c *container) deleteExpired(tx *bolt.Tx, now time.Time, limit int) (int, error) {
+	index := tx.Bucket([]byte(expiryBucket)).Bucket(c.name)
+	docs := tx.Bucket(c.name)
+	var due [][]byte
+	cur := index.Cursor()
+	for k, _ := cur.First(); k != nil && len(due) < limit; k, _ = cur.Next() {
+		if len(k) < 8 || time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))).After(now) {
+			break
+		}
+		due = append(due, bytes.Clone(k))
+	}
+	for _, k := range due {
+		key := k[8:]
+		// The index entry is deleted by the document's own writes; this one is
+		// due, so the document it names has expired unless it was rewritten
+		// (then its index entry is another key and this one is stale).
+		if v := docs.Get(key); v != nil {
+			if e, err := decodeEnvelope(v); err == nil && e.expired(now) && bytes.Equal(expiryKey(e.expiresAt(), key), k) {
+				if err := docs.Delete(key); err != nil {
+					return 0, err
+				}
+			}
+		}
+		if err := index.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(due), nil
+}
+
+// Query returns one page of live documents matching q, in id order.
+func (c *container) Query(ctx context.Context, q store.Query) (store.Page, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Page{}, err
+	}
+	cross := q.PartitionKey == ""
+	if cross && !c.spec.CrossPartition {
+		return store.Page{}, fmt.Errorf("embedded: query %s without a partition key: %w: container is partitioned by %q and allows no cross-partition queries",
+			c.spec.Name, store.ErrInvalidQuery, c.spec.PartitionKey)
+	}
+	m, err := newMatcher(q.Filters)
+	if err != nil {
+		return store.Page{}, fmt.Errorf("embedded: query %s: %w", c.spec.Name, err)
+	}
+	var after *continuation
+	if q.Continuation != "" {
+		t, err := decodeToken(q.Continuation, cross)
+		if err != nil {
+			return store.Page{}, fmt.Errorf("embedded: query %s: %w", c.spec.Name, err)
+		}
+		after = &t
+	}
+	limit := store.PageSize(q.Limit)
+	var page store.Page
+	err = c.b.view(func(tx *bolt.Tx) error {
+		var err error
+		if cross {
+			page, err = c.scanAll(tx, m, q.Descending, after, limit)
+		} else {
+			page, err = c.scanPartition(tx, q.PartitionKey, m, q.Descending, after, limit)
+		}
+		return err
+	})
+	if err != nil {
+		return store.Page{}, err
+	}
+	return page, nil
+}
+
+// scanPartition walks one partition's key range from the token onwards.
+func (c *container) scanPartition(tx *bolt.Tx, pk string, m matcher, desc bool, after *continuation, limit int) (store.Page, error) {
+	prefix := partitionPrefix(pk)
+	cur := tx.Bucket(c.name).Cursor()
+	var k, v []byte
+	switch {
+	case !desc && after == nil:
+		k, v = cur.Seek(prefix)
+	case !desc:
+		from := append(bytes.Clone(prefix), after.After...)
+		if k, v = cur.Seek(from); bytes.Equal(k, from) {
+			k, v = cur.Next()
+		}
+	default:
+		// Descending: position on the first key past the range (or the token),
+		// then step back.
+		var bound []byte
+		if after != nil {
+			bound = append(bytes.Clone(prefix), after.After...)
+		} else {
+			bound = prefixEnd(prefix)
+		}
+		if bound == nil {
+			k, v = cur.Last()
+		} else if k, _ = cur.Seek(bound); k == nil {
+			k, v = cur.Last()
+		} else {
+			k, v = cur.Prev()
+		}
+	}
+	step := cur.Next
+	if desc {
+		step = cur.Prev
+	}
+	now := c.b.now()
+	var page store.Page
+	for ; k != nil && bytes.HasPrefix(k, prefix); k, v = step() {
+		e, err := decodeEnvelope(v)
+		if err != nil {
+			return store.Page{}, fmt.Errorf("embedded: %s key %q: %w", c.spec.Name, k, err)
+		}
+		if c.ttlSeconds > 0 && e.expired(now) {
+			continue
+		}
+		ok, err := m.match(e.body)
+		if err != nil {
+			return store.Page{}, fmt.Errorf("embedded: %s key %q: stored body: %w", c.spec.Name, k, err)
+		}
+		if !ok {
+			continue
+		}
+		id := string(k[len(prefix):])
+		if len(page.Items) == limit {
+			// One more match exists: the page is full and not the last.
+			last := page.Items[len(page.Items)-1]
+			page.Continuation = encodeToken(continuation{After: last.ID})
+			break
+		}
+		page.Items = append(page.Items, store.Item{ID: id, PartitionKey: pk, Body: withSystemProperties(e.body, e), ETag: e.etag})
+	}
+	return page, nil
+}
+
+// scanAll serves cross-partition queries, which only small reference
+// containers allow: it gathers the matching documents of every partition and
+// orders them by (id, partition key).
+func (c *container) scanAll(tx *bolt.Tx, m matcher, desc bool, after *continuation, limit int) (store.Page, error) {
+	type hit struct {
+		pk, id string
+		e      envelope
+	}
+	var hits []hit
+	now := c.b.now()
+	err := tx.Bucket(c.name).ForEach(func(k, v []byte) error {
+		pk, id, err := splitKey(k)
+		if err != nil {
+			return fmt.Errorf("embedded: %s: %w", c.spec.Name, err)
+		}
+		e, err := decodeEnvelope(v)
+		if err != nil {
+			return fmt.Errorf("embedded: %s key %q: %w", c.spec.Name, k, err)
+		}
+		if c.ttlSeconds > 0 && e.expired(now) {
+			return nil
+		}
+		ok, err := m.match(e.body)
+		if err != nil || !ok {
+			return err
+		}
+		hits = append(hits, hit{pk: pk, id: id, e: e})
+		return nil
+	})
+	if err != nil {
+		return store.Page{}, err
+	}
+	order := func(a, b hit) int { return cmp.Or(cmp.Compare(a.id, b.id), cmp.Compare(a.pk, b.pk)) }
+	if desc {
+		slices.SortFunc(hits, func(a, b hit) int { return order(b, a) })
+	} else {
+		slices.SortFunc(hits, order)
+	}
+	start := 0
+	if after != nil {
+		mark := hit{pk: after.PK, id: after.After}
+		start, _ = slices.BinarySearchFunc(hits, mark, func(h, t hit) int {
+			if desc {
+				return order(t, h)
+			}
+			return order(h, t)
+		})
+		if start < len(hits) && hits[start].id == mark.id && hits[start].pk == mark.pk {
+			start++
+		}
+	}
+	var page store.Page
+	for _, h := range hits[start:] {
+		if len(page.Items) == limit {
+			last := page.Items[len(page.Items)-1]
+			page.Continuation = encodeToken(continuation{After: last.ID, PK: last.PartitionKey})
+			break
+		}
+		page.Items = append(page.Items, store.Item{ID: h.id, PartitionKey: h.pk, Body: withSystemProperties(h.e.body, h.e), ETag: h.e.etag})
+	}
+	return page, nil
+}
