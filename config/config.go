@@ -44,6 +44,7 @@ type Config struct {
 	Services ServicesConfig
 	Auth     AuthConfig
 	Secrets  SecretsConfig
+	Webhooks WebhooksConfig
 	Shutdown ShutdownConfig
 
 	// ignoredEnv lists IM_* variables that match no key (names only, never values),
@@ -170,4 +171,11 @@ type SecretsConfig struct {
 // ShutdownConfig is shutdown.*.
 type ShutdownConfig struct {
 	Timeout time.Duration // shutdown.timeout
+}
+
+// WebhooksConfig is webhooks.*: what tenants may register and how secrets rotate.
+type WebhooksConfig struct {
+	RequireHTTPS          bool          // webhooks.requireHttps
+	AllowedHTTPHosts      []string      // webhooks.allowedHttpHosts
+	SecretRotationOverlap time.Duration // webhooks.secretRotationOverlap
 }

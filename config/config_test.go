@@ -203,6 +203,9 @@ func TestLoad_EveryKeyHasAWorkingEnvOverride(t *testing.T) {
 		"auth.jwksRefresh":                {"1h", "1h0m0s"},
 		"auth.staticKeys":                 {`[{"key":"0123456789abcdef-ops","tenantId":"t1","roles":["platform_admin"]}]`, "[map[key:[redacted] roles:[platform_admin] tenantId:t1]]"},
 		"secrets.encryptionKey":           {"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "[redacted]"},
+		"webhooks.requireHttps":           {"false", "false"},
+		"webhooks.allowedHttpHosts":       {"a.local,b.local", "[a.local b.local]"},
+		"webhooks.secretRotationOverlap":  {"2h", "2h0m0s"},
 		"shutdown.timeout":                {"26s", "26s"},
 	}
 	// Secrets show as "[redacted]" whatever their value, so check those directly.

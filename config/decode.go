@@ -92,7 +92,12 @@ func (d *decoder) decode() *Config {
 			JWKSRefresh: d.duration("auth.jwksRefresh"),
 			StaticKeys:  d.staticKeys("auth.staticKeys"),
 		},
-		Secrets:  SecretsConfig{EncryptionKey: d.secret("secrets.encryptionKey")},
+		Secrets: SecretsConfig{EncryptionKey: d.secret("secrets.encryptionKey")},
+		Webhooks: WebhooksConfig{
+			RequireHTTPS:          d.boolean("webhooks.requireHttps"),
+			AllowedHTTPHosts:      d.strings("webhooks.allowedHttpHosts"),
+			SecretRotationOverlap: d.duration("webhooks.secretRotationOverlap"),
+		},
 		Shutdown: ShutdownConfig{Timeout: d.duration("shutdown.timeout")},
 	}
 }
@@ -259,6 +264,15 @@ func (d *decoder) staticKeys(key string) []StaticKey {
 		keys = append(keys, sk)
 	}
 	return keys
+}
+
+// strings reads a list-of-strings key.
+func (d *decoder) strings(key string) []string {
+	raw, ok := d.value(key)
+	if !ok {
+		return nil
+	}
+	return d.stringList(key, raw)
 }
 
 func (d *decoder) stringList(key string, raw any) []string {

@@ -57,6 +57,9 @@ func (c *Config) LogSummary() map[string]any {
 		"auth.jwksRefresh":                dur(c.Auth.JWKSRefresh),
 		"auth.staticKeys":                 keys,
 		"secrets.encryptionKey":           secretState(c.Secrets.EncryptionKey),
+		"webhooks.requireHttps":           c.Webhooks.RequireHTTPS,
+		"webhooks.allowedHttpHosts":       c.Webhooks.AllowedHTTPHosts,
+		"webhooks.secretRotationOverlap":  dur(c.Webhooks.SecretRotationOverlap),
 		"shutdown.timeout":                dur(c.Shutdown.Timeout),
 	}
 	if len(c.ignoredEnv) > 0 {

@@ -139,6 +139,13 @@ func (c *Config) validate(dev devCredentials) []Problem {
 		v.fail("secrets.encryptionKey", "is the standalone development key; generate one with: openssl rand -base64 32")
 	}
 
+	for i, h := range c.Webhooks.AllowedHTTPHosts {
+		if h == "" || strings.ContainsAny(h, "/:@ ") {
+			v.fail(fmt.Sprintf("webhooks.allowedHttpHosts[%d]", i), "%q is not a bare host name", h)
+		}
+	}
+	v.positiveDuration("webhooks.secretRotationOverlap", c.Webhooks.SecretRotationOverlap)
+
 	v.positiveDuration("shutdown.timeout", c.Shutdown.Timeout)
 	return v.problems
 }
