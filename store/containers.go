@@ -22,8 +22,25 @@ func Containers(executionRetention time.Duration) []ContainerSpec {
 		{Name: domain.ContainerCatalog, PartitionKey: domain.PartitionKeyCategory, CrossPartition: true},
 		{Name: domain.ContainerVisibility, PartitionKey: domain.PartitionKeyTenantID},
 		{Name: domain.ContainerSyncConflicts, PartitionKey: domain.PartitionKeyTenantID},
+		// Beyond the seed: the API's Idempotency-Key records (per tenant, kept a day).
+		{Name: IdempotencyContainer, PartitionKey: "tenantId", TTL: IdempotencyRetention},
+		// Beyond the seed: poison messages for operators to list and re-publish,
+		// partitioned by their original topic and listed across topics.
+		{Name: PoisonContainer, PartitionKey: "topic", CrossPartition: true, TTL: PoisonRetention},
+		// Beyond the seed: the standalone stand-in of Secret Management (encrypted values).
+		{Name: LocalSecretsContainer, PartitionKey: "tenantId"},
 	}
 }
+
+// Containers the seed does not list, added for capabilities that need them.
+const (
+	IdempotencyContainer  = "integration_idempotency"
+	PoisonContainer       = "integration_poison"
+	LocalSecretsContainer = "integration_local_secrets"
+
+	IdempotencyRetention = 24 * time.Hour
+	PoisonRetention      = 14 * 24 * time.Hour
+)
 
 // Short names of the containers for store code and its tests.
 const (

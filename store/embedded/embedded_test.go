@@ -33,8 +33,9 @@ func TestConformance_Embedded(t *testing.T) {
 		// A short sweep interval so the sweeper runs while the suite writes.
 		return openTemp(t, specs, embedded.WithSweepInterval(300*time.Millisecond))
 	}, storetest.Capabilities{
-		EnforcesIfMatch: true,
-		ExpiresTTL:      true,
+		EnforcesIfMatch:    true,
+		ExpiresTTL:         true,
+		PartitionScopedIDs: true,
 		TTLDeclared: func(t *testing.T, b store.Backend, name string) bool {
 			ttl, err := b.(*embedded.Backend).DeclaredTTL(name)
 			if err != nil {

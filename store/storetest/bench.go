@@ -50,7 +50,7 @@ func Bench(b *testing.B, open func(b *testing.B) store.Backend) {
 		pk := partition("create")
 		var seq atomic.Int64
 		one := func() error {
-			id := fmt.Sprintf("doc-%d", seq.Add(1))
+			id := fmt.Sprintf("%s-doc-%d", pk, seq.Add(1))
 			_, err := c.Create(b.Context(), pk, id, benchBody(pk, id, 1))
 			return err
 		}
@@ -63,14 +63,14 @@ func Bench(b *testing.B, open func(b *testing.B) store.Backend) {
 		const docs = 256
 		pk := partition("read")
 		for i := range docs {
-			id := fmt.Sprintf("doc-%d", i)
+			id := fmt.Sprintf("%s-doc-%d", pk, i)
 			if _, err := c.Upsert(b.Context(), pk, id, benchBody(pk, id, 1)); err != nil {
 				b.Fatalf("seed Upsert: %v", err)
 			}
 		}
 		var seq atomic.Int64
 		one := func() error {
-			_, err := c.Read(b.Context(), pk, fmt.Sprintf("doc-%d", seq.Add(1)%docs))
+			_, err := c.Read(b.Context(), pk, fmt.Sprintf("%s-doc-%d", pk, seq.Add(1)%docs))
 			return err
 		}
 		b.ResetTimer()
@@ -84,7 +84,7 @@ func Bench(b *testing.B, open func(b *testing.B) store.Backend) {
 		// Each goroutine replaces its own document with If-Match, the way
 		// Repository.Update writes, without contention between goroutines.
 		writerFor := func() (func() error, error) {
-			id := fmt.Sprintf("doc-%d", writer.Add(1))
+			id := fmt.Sprintf("%s-doc-%d", pk, writer.Add(1))
 			etag, err := c.Upsert(b.Context(), pk, id, benchBody(pk, id, 0))
 			attempt := 0
 			return func() error {
