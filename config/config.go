@@ -93,7 +93,6 @@ type AMQPConfig struct {
 	ExchangePrefix    string // broker.amqp.exchangePrefix
 	Prefetch          int    // broker.amqp.prefetch
 	ConsumersPerQueue int    // broker.amqp.consumersPerQueue
-	PublisherConfirms bool   // broker.amqp.publisherConfirms
 	ChannelPoolSize   int    // broker.amqp.channelPoolSize
 	QuorumQueues      bool   // broker.amqp.quorumQueues
 }

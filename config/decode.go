@@ -51,7 +51,6 @@ func (d *decoder) decode() *Config {
 				ExchangePrefix:    d.str("broker.amqp.exchangePrefix"),
 				Prefetch:          d.integer("broker.amqp.prefetch"),
 				ConsumersPerQueue: d.integer("broker.amqp.consumersPerQueue"),
-				PublisherConfirms: d.boolean("broker.amqp.publisherConfirms"),
 				ChannelPoolSize:   d.integer("broker.amqp.channelPoolSize"),
 				QuorumQueues:      d.boolean("broker.amqp.quorumQueues"),
 			},

@@ -29,7 +29,6 @@ func (c *Config) LogSummary() map[string]any {
 		"broker.amqp.exchangePrefix":      c.Broker.AMQP.ExchangePrefix,
 		"broker.amqp.prefetch":            c.Broker.AMQP.Prefetch,
 		"broker.amqp.consumersPerQueue":   c.Broker.AMQP.ConsumersPerQueue,
-		"broker.amqp.publisherConfirms":   c.Broker.AMQP.PublisherConfirms,
 		"broker.amqp.channelPoolSize":     c.Broker.AMQP.ChannelPoolSize,
 		"broker.amqp.quorumQueues":        c.Broker.AMQP.QuorumQueues,
 		"broker.handlerTimeout":           dur(c.Broker.HandlerTimeout),
