@@ -1,0 +1,114 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/castiel/integration-manager/auth"
+	"github.com/castiel/integration-manager/config"
+	"github.com/castiel/integration-manager/messaging"
+	"github.com/castiel/integration-manager/secrets"
+	"github.com/castiel/integration-manager/store"
+)
+
+// OpenTransport connects the configured broker. RabbitMQ start-up retries
+// until ctx ends, so a fleet started before its broker waits for it.
+func OpenTransport(ctx context.Context, cfg *config.Config, logger zerolog.Logger) (*messaging.Transport, error) {
+	switch cfg.Broker.Kind {
+	case config.BrokerGoChannel:
+		return messaging.NewInProcess(logger), nil
+	case config.BrokerAMQP:
+		t, err := messaging.NewRabbitMQ(ctx, messagingConfig(cfg), logger)
+		if err != nil {
+			return nil, fmt.Errorf("broker.amqp: %w", err)
+		}
+		return t, nil
+	default:
+		return nil, fmt.Errorf("broker.kind: unknown broker %q", cfg.Broker.Kind)
+	}
+}
+
+func messagingConfig(cfg *config.Config) messaging.Config {
+	a := cfg.Broker.AMQP
+	return messaging.Config{
+		URL:               a.URL.Reveal(),
+		Exchange:          a.ExchangePrefix,
+		QueuePrefix:       a.ExchangePrefix + ".",
+		QuorumQueues:      a.QuorumQueues,
+		Prefetch:          a.Prefetch,
+		ConsumersPerQueue: a.ConsumersPerQueue,
+		PublishChannels:   a.ChannelPoolSize,
+		ConnectionName:    "castiel-integration " + cfg.Service,
+	}
+}
+
+// RouterPolicy is the shared router policy of every worker.
+func RouterPolicy(cfg *config.Config) messaging.Policy {
+	return messaging.Policy{
+		HandlerTimeout:  cfg.Broker.HandlerTimeout,
+		RetryInitial:    cfg.Broker.Retry.InitialInterval,
+		RetryMax:        cfg.Broker.Retry.MaxInterval,
+		RetryMaxElapsed: cfg.Broker.Retry.MaxElapsed,
+		PoisonTopic:     cfg.Broker.PoisonTopic,
+		CloseTimeout:    cfg.Shutdown.Timeout,
+	}
+}
+
+// Authenticator accepts the configured static API keys and, when User
+// Management's JWKS is configured, its JWTs.
+func Authenticator(ctx context.Context, cfg *config.Config, logger zerolog.Logger) (auth.Authenticator, error) {
+	var chain []auth.Authenticator
+	if len(cfg.Auth.StaticKeys) > 0 {
+		keys, err := auth.NewStaticKeys(cfg.Auth.StaticKeys)
+		if err != nil {
+			return nil, fmt.Errorf("auth.staticKeys: %w", err)
+		}
+		chain = append(chain, keys)
+	}
+	if url := cfg.Services.UserManagement.JWKSURL; url != "" {
+		jwks, err := auth.NewJWKS(ctx, auth.JWKSConfig{
+			URL:        url,
+			Issuer:     cfg.Auth.Issuer,
+			Audience:   cfg.Auth.Audience,
+			Refresh:    cfg.Auth.JWKSRefresh,
+			HTTPClient: &http.Client{Timeout: 10 * time.Second},
+		}, logger)
+		if err != nil {
+			return nil, fmt.Errorf("services.userManagement.jwksUrl: %w", err)
+		}
+		chain = append(chain, jwks)
+	}
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("auth: neither auth.staticKeys nor services.userManagement.jwksUrl is set; nobody could call the API")
+	}
+	return auth.Chain(chain...), nil
+}
+
+// SecretStore is Secret Management over HTTP when its URL is set, else the
+// encrypted local stand-in in the store.
+func SecretStore(cfg *config.Config, backend store.Backend) (secrets.Store, error) {
+	if url := cfg.Services.SecretManagement.URL; url != "" {
+		s, err := secrets.NewHTTP(url, &http.Client{Timeout: 10 * time.Second})
+		if err != nil {
+			return nil, fmt.Errorf("services.secretManagement.url: %w", err)
+		}
+		return s, nil
+	}
+	key, err := cfg.Secrets.EncryptionKeyBytes()
+	if err != nil {
+		return nil, fmt.Errorf("secrets.encryptionKey: %w", err)
+	}
+	c, err := backend.Container(store.LocalSecretsContainer)
+	if err != nil {
+		return nil, err
+	}
+	s, err := secrets.NewLocal(c, key)
+	if err != nil {
+		return nil, fmt.Errorf("secrets.encryptionKey: %w", err)
+	}
+	return s, nil
+}
