@@ -47,8 +47,9 @@ func (c CatalogEntry) Validate() error {
 }
 
 // Visibility overrides a catalog entry's default for one tenant (container
-// integration_visibility, partition "tenantId"). Its id is the catalog entry
-// id, so a tenant has at most one override per entry.
+// integration_visibility, partition "tenantId"). Its id is derived from the
+// tenant and the catalog entry (VisibilityID), so a tenant has at most one
+// override per entry and ids never repeat across tenants.
 type Visibility struct {
 	ID             string    `json:"id"`
 	TenantID       string    `json:"tenantId"`
@@ -59,6 +60,11 @@ type Visibility struct {
 	UpdatedAt      time.Time `json:"updatedAt"`
 }
 
+// VisibilityID is the id of a tenant's override of one catalog entry.
+func VisibilityID(tenantID, catalogEntryID string) string {
+	return DeterministicID("vis", tenantID, catalogEntryID)
+}
+
 func (v Visibility) Key() (partitionKey, id string) { return v.TenantID, v.ID }
 func (Visibility) Container() string                { return ContainerVisibility }
 
@@ -66,8 +72,8 @@ func (v Visibility) Validate() error {
 	var ve ValidationError
 	checkID(&ve, "tenantId", v.TenantID)
 	checkID(&ve, "catalogEntryId", v.CatalogEntryID)
-	if v.ID != v.CatalogEntryID {
-		ve.Add("id", "must equal catalogEntryId")
+	if v.ID != VisibilityID(v.TenantID, v.CatalogEntryID) {
+		ve.Add("id", "must be VisibilityID(tenantId, catalogEntryId)")
 	}
 	return ve.Err()
 }

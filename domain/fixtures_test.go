@@ -123,7 +123,7 @@ func validCatalogEntry() CatalogEntry {
 }
 
 func validVisibility() Visibility {
-	return Visibility{ID: "cat-hubspot", TenantID: "tenant-1", CatalogEntryID: "cat-hubspot", Visible: true, Enabled: true, CreatedAt: t0, UpdatedAt: t0}
+	return Visibility{ID: VisibilityID("tenant-1", "cat-hubspot"), TenantID: "tenant-1", CatalogEntryID: "cat-hubspot", Visible: true, Enabled: true, CreatedAt: t0, UpdatedAt: t0}
 }
 
 func validIntegration() Integration {

@@ -59,6 +59,12 @@ type oneTimeSecret struct {
 // replayedHeaders are the response headers a replay repeats.
 var replayedHeaders = []string{"Content-Type", "Location", "ETag"}
 
+// idempotencyRecordID names a key's record; the scope is part of it so ids
+// never repeat across tenants (the Cosmos emulator keys by id alone).
+func idempotencyRecordID(scope, key string) string {
+	return domain.DeterministicID("idem", scope, key)
+}
+
 func (a *api) idempotent(c *call) error {
 	key := c.r.Header.Get(HeaderIdempotencyKey)
 	if len(key) > maxIdempotencyKeyLength || !printableASCII(key) {
@@ -70,7 +76,7 @@ func (a *api) idempotent(c *call) error {
 		scope = "principal:" + c.p.Subject
 	}
 	rec := idempotencyRecord{
-		ID:          domain.DeterministicID("idem", key),
+		ID:          idempotencyRecordID(scope, key),
 		TenantID:    scope,
 		Fingerprint: fingerprint(c.r.Method, c.r.URL.Path, c.body),
 		State:       idemInFlight,

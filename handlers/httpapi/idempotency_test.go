@@ -6,8 +6,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/castiel/integration-manager/domain"
 )
 
 func TestIdempotency_SameKeyAndBodyReplaysTheFirstAnswerAndEnqueuesOnce(t *testing.T) {
@@ -64,7 +62,7 @@ func TestIdempotency_ReplayOfACreateShowsTheSameResourceAndSecret(t *testing.T) 
 		t.Errorf("two POSTs with one key created %d webhooks, want 1", len(list.Items))
 	}
 	// The stored record must not hold the secret itself.
-	rec, _, err := h.api.idempotencies.Get(t.Context(), tenantA, idempotencyRecordID("wh-1"))
+	rec, _, err := h.api.idempotencies.Get(t.Context(), tenantA, idempotencyRecordID(tenantA, "wh-1"))
 	if err != nil {
 		t.Fatalf("read the idempotency record: %v", err)
 	}
@@ -102,7 +100,7 @@ func TestIdempotency_ConcurrentDuplicateGets409(t *testing.T) {
 	// Wait until the first request holds the claim.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, _, err := h.api.idempotencies.Get(t.Context(), tenantA, idempotencyRecordID("k-busy")); err == nil {
+		if _, _, err := h.api.idempotencies.Get(t.Context(), tenantA, idempotencyRecordID(tenantA, "k-busy")); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -132,7 +130,7 @@ func TestIdempotency_AbandonedClaimIsTakenOverAfterTheLease(t *testing.T) {
 	h := newHarness(t)
 	// A claim left behind by a request whose process died.
 	if _, err := h.api.idempotencies.Create(t.Context(), idempotencyRecord{
-		ID: idempotencyRecordID("k-dead"), TenantID: tenantA, State: idemInFlight, CreatedAt: h.clock(),
+		ID: idempotencyRecordID(tenantA, "k-dead"), TenantID: tenantA, State: idemInFlight, CreatedAt: h.clock(),
 		Fingerprint: fingerprint("POST", v1+"/events", []byte(`{"type":"contact.updated","data":{}}`)),
 	}); err != nil {
 		t.Fatal(err)
@@ -141,8 +139,4 @@ func TestIdempotency_AbandonedClaimIsTakenOverAfterTheLease(t *testing.T) {
 	h.must(409, "POST", v1+"/events", tokAdminA, body, HeaderIdempotencyKey, "k-dead")
 	h.advance(2 * idempotencyLease)
 	h.must(202, "POST", v1+"/events", tokAdminA, body, HeaderIdempotencyKey, "k-dead")
-}
-
-func idempotencyRecordID(key string) string {
-	return domain.DeterministicID("idem", key)
 }

@@ -226,7 +226,7 @@ func (a *api) visibilityOverrides(ctx context.Context, tenantID string) (map[str
 
 // override reads one tenant's override of one entry, nil when there is none.
 func (a *api) override(ctx context.Context, tenantID, entryID string) (*domain.Visibility, error) {
-	v, _, err := a.visibility.Get(ctx, tenantID, entryID)
+	v, _, err := a.visibility.Get(ctx, tenantID, domain.VisibilityID(tenantID, entryID))
 	if isNotFound(err) {
 		return nil, nil
 	}
@@ -392,7 +392,7 @@ func (a *api) getVisibility(c *call) error {
 	if err != nil {
 		return err
 	}
-	v, etag, err := a.visibility.Get(c.ctx, tenantID, id)
+	v, etag, err := a.visibility.Get(c.ctx, tenantID, domain.VisibilityID(tenantID, id))
 	if err != nil {
 		return orNotFound(err, "the visibility override")
 	}
@@ -417,11 +417,11 @@ func (a *api) putVisibility(c *call) error {
 		enabled = *req.Enabled
 	}
 	now := a.now()
-	v := domain.Visibility{ID: entry.ID, TenantID: tenantID, CatalogEntryID: entry.ID, Visible: req.Visible, Enabled: enabled, CreatedAt: now, UpdatedAt: now}
+	v := domain.Visibility{ID: domain.VisibilityID(tenantID, entry.ID), TenantID: tenantID, CatalogEntryID: entry.ID, Visible: req.Visible, Enabled: enabled, CreatedAt: now, UpdatedAt: now}
 	if err := v.Validate(); err != nil {
 		return err
 	}
-	existing, etag, err := a.visibility.Get(c.ctx, tenantID, entry.ID)
+	existing, etag, err := a.visibility.Get(c.ctx, tenantID, v.ID)
 	switch {
 	case isNotFound(err):
 		if c.r.Header.Get("If-Match") != "" {
@@ -455,7 +455,7 @@ func (a *api) deleteVisibility(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := deleteDoc(c, a.visibility, tenantID, id); err != nil {
+	if err := deleteDoc(c, a.visibility, tenantID, domain.VisibilityID(tenantID, id)); err != nil {
 		return orNotFound(err, "the visibility override")
 	}
 	return c.noContent()
