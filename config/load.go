@@ -301,3 +301,18 @@ type devCredentials struct {
 	encryptionKey string
 	apiKeys       []string
 }
+
+// DevelopmentKey returns the configured static API key that is the standalone
+// profile's published development key, if one is configured. It is no secret
+// (it ships in the repository), so `make run` may print it for a newcomer.
+func (c *Config) DevelopmentKey() (StaticKey, bool) {
+	dev := devSecrets()
+	for _, k := range c.Auth.StaticKeys {
+		for _, d := range dev.apiKeys {
+			if k.Key.Reveal() == d {
+				return k, true
+			}
+		}
+	}
+	return StaticKey{}, false
+}

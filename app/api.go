@@ -1,0 +1,209 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+
+	"github.com/castiel/integration-manager/config"
+	"github.com/castiel/integration-manager/domain"
+	"github.com/castiel/integration-manager/handlers/httpapi"
+	"github.com/castiel/integration-manager/handlers/poison"
+	"github.com/castiel/integration-manager/messaging"
+	"github.com/castiel/integration-manager/messaging/sender"
+	"github.com/castiel/integration-manager/secrets"
+	"github.com/castiel/integration-manager/store"
+)
+
+// RunAPI runs the command API (cmd/api) and the poison recorder.
+func RunAPI(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error {
+	return startAndRun(ctx, cfg, logger, PartAPI)
+}
+
+func startAndRun(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts ...Part) error {
+	p, err := Start(ctx, cfg, logger, parts...)
+	if err != nil {
+		return err
+	}
+	return p.Run(ctx)
+}
+
+// Part is one role a process can run on shared infrastructure.
+type Part int
+
+// The parts a process can run.
+const (
+	PartAPI Part = iota
+)
+
+// Process is a started set of parts on one store and one broker connection.
+type Process struct {
+	cfg       *config.Config
+	logger    zerolog.Logger
+	backend   store.Backend
+	transport *messaging.Transport
+	router    *message.Router
+	servers   []*httpServer
+
+	// APIAddr is the address the API really listens on (with PartAPI).
+	APIAddr string
+}
+
+// Start opens the store and the broker once, declares every queue and builds
+// the given parts, binding their ports. Run serves them.
+func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts ...Part) (p *Process, err error) {
+	p = &Process{cfg: cfg, logger: logger}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	if p.backend, err = OpenStore(ctx, cfg.Store, logger); err != nil {
+		return nil, err
+	}
+	if p.transport, err = OpenTransport(ctx, cfg, logger); err != nil {
+		return nil, err
+	}
+	for role, topics := range consumption() {
+		if err := p.transport.Declare(ctx, role, topics...); err != nil {
+			return nil, fmt.Errorf("declare the queues of %s: %w", role, err)
+		}
+	}
+	if p.router, err = messaging.NewRouter(logger, RouterPolicy(cfg), p.transport.Publisher()); err != nil {
+		return nil, err
+	}
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	for _, part := range parts {
+		switch part {
+		case PartAPI:
+			srv, err := buildAPI(ctx, cfg, logger, p.backend, p.transport, p.router, registry)
+			if err != nil {
+				return nil, err
+			}
+			p.servers = append(p.servers, srv)
+			p.APIAddr = srv.Addr
+		}
+	}
+	return p, nil
+}
+
+// Run serves until ctx ends, then shuts everything down in order.
+func (p *Process) Run(ctx context.Context) error {
+	defer p.close()
+	return run(ctx, p.cfg, p.logger, p.router, p.servers)
+}
+
+func (p *Process) close() {
+	for _, s := range p.servers {
+		_ = s.ln.Close() // only matters when Run never started
+	}
+	if p.transport != nil {
+		if err := p.transport.Close(); err != nil {
+			p.logger.Warn().Err(err).Msg("close broker connection")
+		}
+	}
+	if p.backend != nil {
+		if err := p.backend.Close(); err != nil {
+			p.logger.Warn().Err(err).Msg("close store")
+		}
+	}
+}
+
+// buildAPI wires the command API and the poison recorder its operators read.
+func buildAPI(ctx context.Context, cfg *config.Config, logger zerolog.Logger, backend store.Backend,
+	transport *messaging.Transport, router *message.Router, registry *prometheus.Registry) (*httpServer, error) {
+	authn, err := Authenticator(ctx, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	secretStore, err := SecretStore(cfg, backend)
+	if err != nil {
+		return nil, err
+	}
+	poisonC, err := backend.Container(store.PoisonContainer)
+	if err != nil {
+		return nil, err
+	}
+	recorder := poison.NewRecorder(poisonC, time.Now)
+	if err := messaging.AddPoisonConsumer(router, transport, RolePoisonRecorder, 1, recorder.Handle); err != nil {
+		return nil, fmt.Errorf("poison recorder: %w", err)
+	}
+	handler, err := httpapi.New(httpapi.Deps{
+		Store:     backend,
+		Auth:      authn,
+		Commands:  sender.New(transport.Publisher(), "castiel/integration-manager/"+cfg.Service),
+		Secrets:   secretsAdapter{secretStore},
+		Poison:    poisonAdapter{poison.NewQueue(poisonC, transport.Publisher(), time.Now)},
+		Readiness: []httpapi.ReadinessCheck{{Name: "broker", Check: transport.Ping}},
+		Metrics:   registry,
+	}, httpapi.Options{
+		MaxBodyBytes:             cfg.HTTP.API.MaxBodyBytes,
+		URLPolicy:                domain.URLPolicy{RequireHTTPS: cfg.Webhooks.RequireHTTPS, AllowedHTTPHosts: cfg.Webhooks.AllowedHTTPHosts},
+		SecretRotationOverlap:    cfg.Webhooks.SecretRotationOverlap,
+		Logger:                   logger,
+		ContextWithCorrelationID: messaging.WithCorrelationID,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	srv, err := listenHTTP("http.api.addr", cfg.HTTP.API.Addr, handler, cfg.HTTP.API.ReadTimeout, cfg.HTTP.API.WriteTimeout, logger)
+	if err != nil {
+		return nil, err
+	}
+	ev := logger.Info().Str("url", "http://"+displayAddr(srv.Addr))
+	if k, ok := cfg.DevelopmentKey(); ok {
+		// The shipped development key is public; printing it is what lets a newcomer call the API.
+		ev = ev.Str("devApiKey", k.Key.Reveal()).Str("devTenant", k.TenantID)
+	}
+	ev.Msg("API listening")
+	return srv, nil
+}
+
+// secretsAdapter makes an unknown secret reference a store.ErrNotFound for the API.
+type secretsAdapter struct{ secrets.Store }
+
+func (s secretsAdapter) Get(ctx context.Context, tenantID, ref string) ([]byte, error) {
+	v, err := s.Store.Get(ctx, tenantID, ref)
+	if errors.Is(err, secrets.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %w", store.ErrNotFound, err)
+	}
+	return v, err
+}
+
+// poisonAdapter presents poison records in the API's view.
+type poisonAdapter struct{ q *poison.Queue }
+
+func (p poisonAdapter) ListPoison(ctx context.Context, cursor string, limit int) ([]httpapi.PoisonMessage, string, error) {
+	recs, next, err := p.q.List(ctx, cursor, limit)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]httpapi.PoisonMessage, 0, len(recs))
+	for _, r := range recs {
+		payload := json.RawMessage(r.Payload)
+		if !json.Valid(payload) {
+			// An undecodable payload is shown as a JSON string, as received.
+			payload, _ = json.Marshal(string(r.Payload))
+		}
+		out = append(out, httpapi.PoisonMessage{
+			ID: r.ID, Topic: r.Topic, Handler: r.Handler, Reason: r.Reason, TenantID: r.TenantID,
+			CEType: r.CEType, PoisonedAt: r.PoisonedAt, RepublishedAt: r.RepublishedAt,
+			Metadata: r.Metadata, Payload: payload,
+		})
+	}
+	return out, next, nil
+}
+
+func (p poisonAdapter) RepublishPoison(ctx context.Context, id string) error {
+	_, err := p.q.Republish(ctx, id)
+	return err
+}

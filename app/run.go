@@ -1,0 +1,74 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/rs/zerolog"
+
+	"github.com/castiel/integration-manager/config"
+)
+
+// run serves until ctx ends or a part fails, then stops in order: HTTP servers
+// first (no new commands), then the router (in-flight messages finish or return
+// to their queues). The caller closes the transport and the store afterwards.
+func run(ctx context.Context, cfg *config.Config, logger zerolog.Logger, router *message.Router, servers []*httpServer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, len(servers)+1)
+	for _, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.serve(ctx, cfg.HTTP.API.ShutdownTimeout); err != nil {
+				errs <- err
+				cancel()
+			}
+		}()
+	}
+	routerDone := make(chan struct{})
+	go func() {
+		defer close(routerDone)
+		if err := router.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			errs <- fmt.Errorf("message router: %w", err)
+			cancel()
+		}
+	}()
+	select {
+	case <-router.Running():
+		logger.Info().Msg("ready")
+	case <-ctx.Done():
+	}
+
+	<-ctx.Done()
+	logger.Info().Msg("shutting down")
+	wg.Wait()
+	if err := router.Close(); err != nil {
+		errs <- fmt.Errorf("close router: %w", err)
+	}
+	<-routerDone
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}
+
+// displayAddr turns a listen address into one a person can paste (":8080" → "localhost:8080").
+func displayAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}
