@@ -1,0 +1,129 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/castiel/integration-manager/app"
+	"github.com/castiel/integration-manager/config"
+	"github.com/castiel/integration-manager/messaging"
+	"github.com/castiel/integration-manager/messaging/rabbittest"
+)
+
+// started is one running process of the product for a test.
+type started struct {
+	baseURL string
+	key     string
+	cfg     *config.Config
+}
+
+// environ is the environment of a test process: the standalone profile on a
+// temporary store and free ports, plus the given overrides.
+func environ(t testing.TB, extra ...string) []string {
+	env := []string{
+		"IM_PROFILE=standalone",
+		"IM_STORE_EMBEDDED_PATH=" + filepath.Join(t.TempDir(), "im.db"),
+		"IM_HTTP_API_ADDR=127.0.0.1:0",
+		"IM_HTTP_ADMIN_ADDR=127.0.0.1:0",
+		"IM_LOG_LEVEL=warn",
+	}
+	return append(env, extra...)
+}
+
+// onRabbitMQ returns overrides that put a process on the real broker with an
+// exchange and queues of its own, deleted when the test ends.
+func onRabbitMQ(t testing.TB) []string {
+	url := rabbittest.URL(t)
+	exchange := "im-test-" + rabbittest.Suffix()
+	res := rabbittest.Track(t, url)
+	res.Exchange(exchange)
+	cfg := messaging.Config{QueuePrefix: exchange + "."}
+	for _, role := range []string{app.RoleWebhookDispatcher, app.RoleSyncWorker, app.RoleConflictResolver, app.RolePoisonRecorder} {
+		for _, tp := range messaging.Topics() {
+			res.Queue(cfg.QueueName(tp.Name, role))
+		}
+	}
+	return []string{
+		"IM_BROKER_KIND=amqp",
+		"IM_BROKER_AMQP_URL=" + url,
+		"IM_BROKER_AMQP_EXCHANGEPREFIX=" + exchange,
+		"IM_BROKER_AMQP_QUORUMQUEUES=false",
+	}
+}
+
+// start runs a process with the given parts until the test ends.
+func start(t testing.TB, env []string, parts ...app.Part) *started {
+	t.Helper()
+	cfg, err := config.Load(config.LoadOptions{Service: "test", DefaultProfile: config.ProfileStandalone, Environ: env})
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := app.Start(ctx, cfg, zerolog.New(io.Discard), parts...)
+	if err != nil {
+		cancel()
+		t.Fatalf("start: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("process stopped with an error: %v", err)
+		}
+	})
+	k, ok := cfg.DevelopmentKey()
+	if !ok {
+		t.Fatal("the standalone profile has no development key")
+	}
+	return &started{baseURL: "http://" + p.APIAddr, key: k.Key.Reveal(), cfg: cfg}
+}
+
+// do sends one API request and decodes a JSON answer into out (if non-nil).
+func (s *started) do(t testing.TB, method, path, body string, out any, headers ...string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, s.baseURL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.key)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil && len(raw) > 0 {
+		if err := json.NewDecoder(bytes.NewReader(raw)).Decode(out); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, path, raw, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not happen within %s", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
