@@ -104,7 +104,7 @@ func TestLoad_DefaultsForEachProfile(t *testing.T) {
 				Log:  LogConfig{Level: "info"},
 				HTTP: HTTPConfig{API: APIServerConfig{Addr: ":8080", MaxBodyBytes: 1 << 20, ReadTimeout: 15 * time.Second, WriteTimeout: 30 * time.Second, ShutdownTimeout: 15 * time.Second}, Admin: AdminServerConfig{Addr: ":9090"}},
 				Broker: BrokerConfig{
-					AMQP:           AMQPConfig{URL: "amqp://guest:guest@127.0.0.1:5672/", ExchangePrefix: "castiel.integration", Prefetch: 16, ConsumersPerQueue: 4, ChannelPoolSize: 8, QuorumQueues: true},
+					AMQP:           AMQPConfig{URL: "amqp://guest:guest@127.0.0.1:5672/", ExchangePrefix: "castiel.integration", Prefetch: 16, ConsumersPerQueue: 4, ChannelPoolSize: 16, QuorumQueues: true},
 					HandlerTimeout: 30 * time.Second,
 					Retry:          RetryConfig{InitialInterval: 200 * time.Millisecond, MaxInterval: 5 * time.Second, MaxElapsed: 30 * time.Second},
 					PoisonTopic:    "integration.poison",
