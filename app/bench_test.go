@@ -166,4 +166,3 @@ func serveOnFreePort(b *testing.B, srv *http.Server) string {
 	b.Cleanup(func() { _ = srv.Close() })
 	return s.Addr().String()
 }
-
