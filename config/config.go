@@ -172,9 +172,27 @@ type ShutdownConfig struct {
 	Timeout time.Duration // shutdown.timeout
 }
 
-// WebhooksConfig is webhooks.*: what tenants may register and how secrets rotate.
+// WebhooksConfig is webhooks.*: what tenants may register, how secrets rotate,
+// and how the dispatcher delivers.
 type WebhooksConfig struct {
 	RequireHTTPS          bool          // webhooks.requireHttps
 	AllowedHTTPHosts      []string      // webhooks.allowedHttpHosts
 	SecretRotationOverlap time.Duration // webhooks.secretRotationOverlap
+	Dispatcher            DispatcherConfig
+}
+
+// DispatcherConfig is webhooks.dispatcher.*.
+type DispatcherConfig struct {
+	Consumers              int             // webhooks.dispatcher.consumers
+	Timeout                time.Duration   // webhooks.dispatcher.timeout
+	ResponseBodyCap        int             // webhooks.dispatcher.responseBodyCap
+	Schedule               []time.Duration // webhooks.dispatcher.schedule
+	RetryAfterCap          time.Duration   // webhooks.dispatcher.retryAfterCap
+	BreakerFailures        int             // webhooks.dispatcher.breakerFailures
+	BreakerCooldown        time.Duration   // webhooks.dispatcher.breakerCooldown
+	DisableAfter           time.Duration   // webhooks.dispatcher.disableAfter
+	MaxInFlightPerEndpoint int             // webhooks.dispatcher.maxInFlightPerEndpoint
+	CacheTTL               time.Duration   // webhooks.dispatcher.cacheTTL
+	DeferDelay             time.Duration   // webhooks.dispatcher.deferDelay
+	AllowHosts             []string        // webhooks.dispatcher.allowHosts
 }

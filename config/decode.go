@@ -96,6 +96,20 @@ func (d *decoder) decode() *Config {
 			RequireHTTPS:          d.boolean("webhooks.requireHttps"),
 			AllowedHTTPHosts:      d.strings("webhooks.allowedHttpHosts"),
 			SecretRotationOverlap: d.duration("webhooks.secretRotationOverlap"),
+			Dispatcher: DispatcherConfig{
+				Consumers:              d.integer("webhooks.dispatcher.consumers"),
+				Timeout:                d.duration("webhooks.dispatcher.timeout"),
+				ResponseBodyCap:        d.integer("webhooks.dispatcher.responseBodyCap"),
+				Schedule:               d.durations("webhooks.dispatcher.schedule"),
+				RetryAfterCap:          d.duration("webhooks.dispatcher.retryAfterCap"),
+				BreakerFailures:        d.integer("webhooks.dispatcher.breakerFailures"),
+				BreakerCooldown:        d.duration("webhooks.dispatcher.breakerCooldown"),
+				DisableAfter:           d.duration("webhooks.dispatcher.disableAfter"),
+				MaxInFlightPerEndpoint: d.integer("webhooks.dispatcher.maxInFlightPerEndpoint"),
+				CacheTTL:               d.duration("webhooks.dispatcher.cacheTTL"),
+				DeferDelay:             d.duration("webhooks.dispatcher.deferDelay"),
+				AllowHosts:             d.strings("webhooks.dispatcher.allowHosts"),
+			},
 		},
 		Shutdown: ShutdownConfig{Timeout: d.duration("shutdown.timeout")},
 	}
@@ -263,6 +277,24 @@ func (d *decoder) staticKeys(key string) []StaticKey {
 		keys = append(keys, sk)
 	}
 	return keys
+}
+
+// durations reads a list of durations ("0s, 5s, 5m" from the environment).
+func (d *decoder) durations(key string) []time.Duration {
+	raw, ok := d.value(key)
+	if !ok {
+		return nil
+	}
+	var out []time.Duration
+	for i, s := range d.stringList(key, raw) {
+		dur, err := time.ParseDuration(s)
+		if err != nil {
+			d.fail(fmt.Sprintf("%s[%d]", key, i), "%q is not a duration (write it with a unit: 0s, 5s, 5m, 2h)", s)
+			continue
+		}
+		out = append(out, dur)
+	}
+	return out
 }
 
 // strings reads a list-of-strings key.

@@ -145,6 +145,30 @@ func (c *Config) validate(dev devCredentials) []Problem {
 		}
 	}
 	v.positiveDuration("webhooks.secretRotationOverlap", c.Webhooks.SecretRotationOverlap)
+	dc := c.Webhooks.Dispatcher
+	v.intRange("webhooks.dispatcher.consumers", dc.Consumers, 1, 4096)
+	v.positiveDuration("webhooks.dispatcher.timeout", dc.Timeout)
+	v.intRange("webhooks.dispatcher.responseBodyCap", dc.ResponseBodyCap, 0, 1<<20)
+	if len(dc.Schedule) == 0 {
+		v.fail("webhooks.dispatcher.schedule", "needs at least one attempt (the first is usually 0s)")
+	}
+	for i, d := range dc.Schedule {
+		if d < 0 {
+			v.fail(fmt.Sprintf("webhooks.dispatcher.schedule[%d]", i), "%s is negative", d)
+		}
+	}
+	v.positiveDuration("webhooks.dispatcher.retryAfterCap", dc.RetryAfterCap)
+	v.intRange("webhooks.dispatcher.breakerFailures", dc.BreakerFailures, 1, 1000)
+	v.positiveDuration("webhooks.dispatcher.breakerCooldown", dc.BreakerCooldown)
+	v.positiveDuration("webhooks.dispatcher.disableAfter", dc.DisableAfter)
+	v.intRange("webhooks.dispatcher.maxInFlightPerEndpoint", dc.MaxInFlightPerEndpoint, 1, 4096)
+	v.positiveDuration("webhooks.dispatcher.cacheTTL", dc.CacheTTL)
+	v.positiveDuration("webhooks.dispatcher.deferDelay", dc.DeferDelay)
+	for i, h := range dc.AllowHosts {
+		if h == "" || strings.ContainsAny(h, "@ ") {
+			v.fail(fmt.Sprintf("webhooks.dispatcher.allowHosts[%d]", i), "%q is not a host name, IP or CIDR", h)
+		}
+	}
 
 	v.positiveDuration("shutdown.timeout", c.Shutdown.Timeout)
 	return v.problems
