@@ -29,6 +29,9 @@ func Containers(executionRetention time.Duration) []ContainerSpec {
 		{Name: PoisonContainer, PartitionKey: "topic", CrossPartition: true, TTL: PoisonRetention},
 		// Beyond the seed: the standalone stand-in of Secret Management (encrypted values).
 		{Name: LocalSecretsContainer, PartitionKey: "tenantId"},
+		// Beyond the seed: standalone only: delayed messages (webhook retries) waiting
+		// for their time, so they survive a restart of the single process.
+		{Name: ScheduledContainer, PartitionKey: "role"},
 	}
 }
 
@@ -37,6 +40,7 @@ const (
 	IdempotencyContainer  = "integration_idempotency"
 	PoisonContainer       = "integration_poison"
 	LocalSecretsContainer = "integration_local_secrets"
+	ScheduledContainer    = "integration_scheduled"
 
 	IdempotencyRetention = 24 * time.Hour
 	PoisonRetention      = 14 * 24 * time.Hour
