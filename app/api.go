@@ -54,6 +54,8 @@ type Process struct {
 
 	// APIAddr is the address the API really listens on (with PartAPI).
 	APIAddr string
+	// AdminAddr serves /healthz, /readyz and /metrics.
+	AdminAddr string
 }
 
 // Start opens the store and the broker once, declares every queue and builds
@@ -81,6 +83,15 @@ func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts
 	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	admin, err := listenHTTP("http.admin.addr", cfg.HTTP.Admin.Addr, adminHandler(registry, []check{
+		{"store", p.backend.Ping}, {"broker", p.transport.Ping},
+	}), 10*time.Second, 10*time.Second, logger)
+	if err != nil {
+		return nil, err
+	}
+	p.servers = append(p.servers, admin)
+	p.AdminAddr = admin.Addr
 
 	for _, part := range parts {
 		switch part {

@@ -21,9 +21,10 @@ import (
 
 // started is one running process of the product for a test.
 type started struct {
-	baseURL string
-	key     string
-	cfg     *config.Config
+	baseURL  string
+	adminURL string
+	key      string
+	cfg      *config.Config
 }
 
 // environ is the environment of a test process: the standalone profile on a
@@ -85,7 +86,7 @@ func start(t testing.TB, env []string, parts ...app.Part) *started {
 	if !ok {
 		t.Fatal("the standalone profile has no development key")
 	}
-	return &started{baseURL: "http://" + p.APIAddr, key: k.Key.Reveal(), cfg: cfg}
+	return &started{baseURL: "http://" + p.APIAddr, adminURL: "http://" + p.AdminAddr, key: k.Key.Reveal(), cfg: cfg}
 }
 
 // do sends one API request and decodes a JSON answer into out (if non-nil).
