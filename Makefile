@@ -24,9 +24,10 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-## bench: store point reads/writes on both backends
+## bench: store point reads/writes on both backends; API events/s beside raw broker and HTTP loops
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./store/...
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./store/embedded ./store/cosmos
+	$(GO) test -run '^$$' -bench BenchmarkAPIEvents -benchtime 5s ./app
 
 clean:
 	rm -rf $(BIN)
