@@ -32,6 +32,13 @@ func Containers(executionRetention time.Duration) []ContainerSpec {
 		// Beyond the seed: standalone only: delayed messages (webhook retries) waiting
 		// for their time, so they survive a restart of the single process.
 		{Name: ScheduledContainer, PartitionKey: "role"},
+		// Beyond the seed: per-record sync state (content hash of each side and the
+		// base version at the last sync), one partition per sync task so a run reads
+		// and writes only its own.
+		{Name: SyncStateContainer, PartitionKey: "syncTaskId"},
+		// Beyond the seed: standalone only: the embedded stand-in of the Shard Manager,
+		// one partition per tenant and entity.
+		{Name: LocalShardsContainer, PartitionKey: "partition"},
 	}
 }
 
@@ -41,6 +48,8 @@ const (
 	PoisonContainer       = "integration_poison"
 	LocalSecretsContainer = "integration_local_secrets"
 	ScheduledContainer    = "integration_scheduled"
+	SyncStateContainer    = "integration_sync_state"
+	LocalShardsContainer  = "integration_local_shards"
 
 	IdempotencyRetention = 24 * time.Hour
 	PoisonRetention      = 14 * 24 * time.Hour
