@@ -178,3 +178,42 @@ func BenchmarkRoundTrip(b *testing.B) {
 	}
 	reportRate(b, b.N)
 }
+
+// BenchmarkDelay schedules messages on RabbitMQ through Transport.Delay: a mandatory,
+// confirmed publish to a delay queue (30 min, jittered over three queues), the same
+// cost as BenchmarkPublishConfirmed plus the check for a return:
+//
+//	go test -run '^$' -bench 'Delay|PublishConfirmed/(serial|parallel16)' ./messaging/
+func BenchmarkDelay(b *testing.B) {
+	env := rabbitEnv(b, func(c *Config) { c.PublishChannels = 16 })
+	const topic, role = TopicCmdWebhookDeliver, "bench"
+	cfg := env.transport.Config()
+	env.res.Queue(cfg.QueueName(topic, role))
+	for _, q := range cfg.DelayQueueNames(topic, role) {
+		env.res.Queue(q)
+	}
+	ctx := context.Background()
+	if _, err := env.transport.Delay(ctx, role, topic, benchMessage(b), 30*time.Minute); err != nil {
+		b.Fatal(err) // declares the delay queues outside the timed loops
+	}
+	b.Run("serial", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := env.transport.Delay(ctx, role, topic, benchMessage(b), 30*time.Minute); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportRate(b, b.N)
+	})
+	b.Run("parallel16", func(b *testing.B) {
+		b.SetParallelism(8)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := env.transport.Delay(ctx, role, topic, benchMessage(b), 30*time.Minute); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		reportRate(b, b.N)
+	})
+}

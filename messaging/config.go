@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -44,6 +45,11 @@ type Config struct {
 	DrainTimeout time.Duration
 	// ConnectionName is shown in the RabbitMQ management UI (with " publish"/" consume").
 	ConnectionName string
+	// DelayTiers are the delays Transport.Delay can apply: a requested delay is rounded
+	// up to the next tier and capped at the longest. On RabbitMQ each tier is a queue
+	// per (role, topic) whose name carries the tier, so changing the tiers makes new
+	// queues (drain the old ones before deleting them). Whole milliseconds, > 0.
+	DelayTiers []time.Duration
 }
 
 // Defaults used by WithDefaults.
@@ -58,6 +64,15 @@ const (
 	DefaultDrainTimeout      = 15 * time.Second
 	DefaultConnectionName    = "castiel-integration"
 )
+
+// DefaultDelayTiers covers the webhook retry schedule (5 s, 5 min, 30 min, 2 h, 5 h,
+// 10 h) and short deferrals (1 s), with 30 s in between.
+func DefaultDelayTiers() []time.Duration {
+	return []time.Duration{
+		time.Second, 5 * time.Second, 30 * time.Second, 5 * time.Minute,
+		30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour,
+	}
+}
 
 // ErrInvalidConfig is wrapped by every error Validate returns.
 var ErrInvalidConfig = errors.New("invalid messaging config")
@@ -91,6 +106,12 @@ func (c Config) WithDefaults() Config {
 	if c.ConnectionName == "" {
 		c.ConnectionName = DefaultConnectionName
 	}
+	if len(c.DelayTiers) == 0 {
+		c.DelayTiers = DefaultDelayTiers()
+	} else {
+		// A sorted copy: tier lookup needs the order, and the caller's slice stays theirs.
+		c.DelayTiers = slices.Compact(slices.Sorted(slices.Values(c.DelayTiers)))
+	}
 	return c
 }
 
@@ -120,6 +141,19 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: PublishChannels must be >= 1, got %d", ErrInvalidConfig, c.PublishChannels)
 	case c.PublishTimeout <= 0, c.ReconnectInitial <= 0, c.ReconnectMax < c.ReconnectInitial, c.DrainTimeout <= 0:
 		return fmt.Errorf("%w: PublishTimeout, ReconnectInitial and DrainTimeout must be > 0 and ReconnectMax >= ReconnectInitial", ErrInvalidConfig)
+	}
+	return validateTiers(c.DelayTiers)
+}
+
+// validateTiers checks delay tiers: a queue's x-message-ttl is whole milliseconds.
+func validateTiers(tiers []time.Duration) error {
+	if len(tiers) == 0 {
+		return fmt.Errorf("%w: DelayTiers is empty", ErrInvalidConfig)
+	}
+	for _, d := range tiers {
+		if d < time.Millisecond || d%time.Millisecond != 0 {
+			return fmt.Errorf("%w: DelayTiers: %v is not a positive whole number of milliseconds", ErrInvalidConfig, d)
+		}
 	}
 	return nil
 }

@@ -29,6 +29,7 @@ type rabbitMQ struct {
 	pubConn *connection
 	subConn *connection
 	pub     *rabbitPublisher
+	delays  delayTopology
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -204,8 +205,12 @@ type rabbitPublisher struct {
 
 // pubSlot is one pooled channel; it is reopened on the current connection when it was
 // closed (by the broker or a lost connection) and always goes back into the pool.
+// returns receives the broker's basic.return of a mandatory publish that no queue took:
+// the broker sends it before the publish's confirm, on the same connection reader, so
+// it is there to be seen once the confirm is in.
 type pubSlot struct {
-	ch *amqp.Channel
+	ch      *amqp.Channel
+	returns chan amqp.Return
 }
 
 func newRabbitPublisher(r *rabbitMQ) *rabbitPublisher {
@@ -229,6 +234,9 @@ func (s *pubSlot) open(conn *amqp.Connection) error {
 		_ = ch.Close()
 		return fmt.Errorf("enable publisher confirms: %w", err)
 	}
+	// Only mandatory publishes (one at a time per slot, drained after each) produce
+	// returns, so one buffered place never blocks the connection's reader.
+	s.returns = ch.NotifyReturn(make(chan amqp.Return, 1))
 	s.ch = ch
 	return nil
 }
@@ -238,8 +246,23 @@ func (s *pubSlot) reset() {
 	if s.ch != nil {
 		_ = s.ch.Close()
 		s.ch = nil
+		s.returns = nil
 	}
 }
+
+// returned reports (and consumes) a basic.return received for the slot's last publish.
+func (s *pubSlot) returned() (amqp.Return, bool) {
+	select {
+	case ret, ok := <-s.returns:
+		return ret, ok
+	default:
+		return amqp.Return{}, false
+	}
+}
+
+// errUnroutable: the broker confirmed a mandatory message it could not route to any
+// queue (the target queue does not exist), so it dropped it.
+var errUnroutable = errors.New("message returned unroutable by the broker")
 
 // Publish returns nil only once the broker has confirmed every message (persisted to
 // its durable queues). While disconnected it fails at once with ErrNotConnected and
@@ -251,6 +274,19 @@ func (p *rabbitPublisher) Publish(topic string, msgs ...*message.Message) error 
 	if err := validateName("topic", topic); err != nil {
 		return err
 	}
+	if err := p.send(msgs[0].Context(), p.r.cfg.Exchange, topic, false, msgs); err != nil {
+		return fmt.Errorf("publish to %s: %w", topic, err)
+	}
+	return nil
+}
+
+// send publishes msgs to exchange with routingKey on a pooled confirm channel and
+// waits for every confirm. With mandatory (one message only), a message no queue took
+// fails with errUnroutable instead of being silently dropped.
+func (p *rabbitPublisher) send(ctx context.Context, exchange, routingKey string, mandatory bool, msgs []*message.Message) error {
+	if mandatory && len(msgs) != 1 {
+		return fmt.Errorf("mandatory publish of %d messages: only one at a time can be checked for a return", len(msgs))
+	}
 	select {
 	case <-p.closing:
 		return ErrClosed
@@ -258,7 +294,7 @@ func (p *rabbitPublisher) Publish(topic string, msgs ...*message.Message) error 
 	}
 	conn := p.r.pubConn.current()
 	if conn == nil {
-		return fmt.Errorf("publish to %s: %w", topic, ErrNotConnected)
+		return ErrNotConnected
 	}
 	var slot *pubSlot
 	select {
@@ -268,15 +304,16 @@ func (p *rabbitPublisher) Publish(topic string, msgs ...*message.Message) error 
 	}
 	defer func() { p.slots <- slot }()
 	if err := slot.open(conn); err != nil {
-		return fmt.Errorf("publish to %s: %w", topic, err)
+		return err
 	}
+	slot.returned() // nothing should be there; never let a stale one answer for this publish
 
-	ctx, cancel := context.WithTimeout(msgs[0].Context(), p.r.cfg.PublishTimeout)
+	ctx, cancel := context.WithTimeout(ctx, p.r.cfg.PublishTimeout)
 	defer cancel()
 	if err := ctx.Err(); err != nil {
 		// Do not send what we could not wait for: the caller would retry a message the
 		// broker may already have.
-		return fmt.Errorf("publish to %s: %w", topic, err)
+		return err
 	}
 	confirms := make([]*amqp.DeferredConfirmation, 0, len(msgs))
 	for _, msg := range msgs {
@@ -284,10 +321,10 @@ func (p *rabbitPublisher) Publish(topic string, msgs ...*message.Message) error 
 		if err != nil {
 			return fmt.Errorf("marshal message %s: %w", msg.UUID, err)
 		}
-		dc, err := slot.ch.PublishWithDeferredConfirmWithContext(ctx, p.r.cfg.Exchange, topic, false, false, pub)
+		dc, err := slot.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, routingKey, mandatory, false, pub)
 		if err != nil {
 			slot.reset()
-			return fmt.Errorf("publish message %s to %s: %w", msg.UUID, topic, err)
+			return fmt.Errorf("publish message %s: %w", msg.UUID, err)
 		}
 		confirms = append(confirms, dc)
 	}
@@ -295,11 +332,16 @@ func (p *rabbitPublisher) Publish(topic string, msgs ...*message.Message) error 
 		acked, err := dc.WaitContext(ctx)
 		if err != nil {
 			slot.reset()
-			return fmt.Errorf("message %s to %s not confirmed: %w", msgs[i].UUID, topic, err)
+			return fmt.Errorf("message %s not confirmed: %w", msgs[i].UUID, err)
 		}
 		if !acked {
 			// A nack, or the channel closed before the confirm: the broker may not have it.
-			return fmt.Errorf("message %s to %s not confirmed by the broker: %w", msgs[i].UUID, topic, ErrNotConnected)
+			return fmt.Errorf("message %s not confirmed by the broker: %w", msgs[i].UUID, ErrNotConnected)
+		}
+	}
+	if mandatory {
+		if ret, ok := slot.returned(); ok {
+			return fmt.Errorf("message %s to %q: %w (%d %s)", msgs[0].UUID, routingKey, errUnroutable, ret.ReplyCode, ret.ReplyText)
 		}
 	}
 	return nil

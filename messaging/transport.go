@@ -6,6 +6,7 @@ package messaging
 
 import (
 	"context"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/rs/zerolog"
@@ -16,6 +17,8 @@ type backend interface {
 	publisher() message.Publisher
 	subscriber(role string) message.Subscriber
 	declare(ctx context.Context, role string, topics []string) error
+	// delay makes msg reach role's queue of topic (only) after ttl; 0: at once.
+	delay(ctx context.Context, role, topic string, msg *message.Message, ttl time.Duration) error
 	ping(ctx context.Context) error
 	close() error
 }
