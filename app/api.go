@@ -70,7 +70,7 @@ func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts
 	if p.backend, err = OpenStore(ctx, cfg.Store, logger); err != nil {
 		return nil, err
 	}
-	if p.transport, err = OpenTransport(ctx, cfg, logger); err != nil {
+	if p.transport, err = OpenTransport(ctx, cfg, p.backend, logger); err != nil {
 		return nil, err
 	}
 	for role, topics := range consumption() {

@@ -52,7 +52,7 @@ func TestAPI_PoisonMessagesAreListedAndRepublished(t *testing.T) {
 	s := start(t, environ(t, env...), app.PartAPI)
 
 	// What a worker's router does with a message it can never process.
-	tr, err := app.OpenTransport(context.Background(), s.cfg, zerolog.New(io.Discard))
+	tr, err := app.OpenTransport(context.Background(), s.cfg, nil, zerolog.New(io.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestAPI_PoisonMessagesAreListedAndRepublished(t *testing.T) {
 // receive takes one message from the role's queue of topic, as a worker would.
 func receive(t *testing.T, cfg *config.Config, role, topic string) *message.Message {
 	t.Helper()
-	tr, err := app.OpenTransport(context.Background(), cfg, zerolog.New(io.Discard))
+	tr, err := app.OpenTransport(context.Background(), cfg, nil, zerolog.New(io.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,7 @@ func postLoop(b *testing.B, url, key string) {
 // dispatcher would, so the broker is measured in its steady state.
 func drain(b *testing.B, s *started, role, topic string) {
 	ctx, cancel := context.WithCancel(context.Background())
-	tr, err := app.OpenTransport(ctx, s.cfg, zerolog.New(io.Discard))
+	tr, err := app.OpenTransport(ctx, s.cfg, nil, zerolog.New(io.Discard))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -11,16 +12,22 @@ import (
 	"github.com/castiel/integration-manager/auth"
 	"github.com/castiel/integration-manager/config"
 	"github.com/castiel/integration-manager/messaging"
+	"github.com/castiel/integration-manager/messaging/delaystore"
 	"github.com/castiel/integration-manager/secrets"
 	"github.com/castiel/integration-manager/store"
 )
 
 // OpenTransport connects the configured broker. RabbitMQ start-up retries
-// until ctx ends, so a fleet started before its broker waits for it.
-func OpenTransport(ctx context.Context, cfg *config.Config, logger zerolog.Logger) (*messaging.Transport, error) {
+// until ctx ends, so a fleet started before its broker waits for it. In process,
+// delayed messages are kept in backend so they survive a restart.
+func OpenTransport(ctx context.Context, cfg *config.Config, backend store.Backend, logger zerolog.Logger) (*messaging.Transport, error) {
 	switch cfg.Broker.Kind {
 	case config.BrokerGoChannel:
-		return messaging.NewInProcess(logger), nil
+		c, err := backend.Container(store.ScheduledContainer)
+		if err != nil {
+			return nil, err
+		}
+		return messaging.NewInProcessWithSchedule(ctx, logger, delaystore.New(c), messaging.WithDelayTiers(delayTiers(cfg)...))
 	case config.BrokerAMQP:
 		t, err := messaging.NewRabbitMQ(ctx, messagingConfig(cfg), logger)
 		if err != nil {
@@ -43,7 +50,22 @@ func messagingConfig(cfg *config.Config) messaging.Config {
 		ConsumersPerQueue: a.ConsumersPerQueue,
 		PublishChannels:   a.ChannelPoolSize,
 		ConnectionName:    "castiel-integration " + cfg.Service,
+		DelayTiers:        delayTiers(cfg),
 	}
+}
+
+// delayTiers are the broker's delay queues: every wait of the retry schedule,
+// the deferral delay and the breaker's cool-down, so each lands on a tier of its own.
+func delayTiers(cfg *config.Config) []time.Duration {
+	d := cfg.Webhooks.Dispatcher
+	tiers := []time.Duration{d.DeferDelay, d.BreakerCooldown}
+	for _, wait := range d.Schedule {
+		if wait > 0 {
+			tiers = append(tiers, wait)
+		}
+	}
+	slices.Sort(tiers)
+	return slices.Compact(tiers)
 }
 
 // RouterPolicy is the shared router policy of every worker.
