@@ -130,7 +130,7 @@ func (a *api) listExecutions(c *call) error {
 		}
 		filters = append(filters, store.Filter{Field: "kind", Value: k})
 	}
-	for _, name := range []string{"status", "webhookId", "syncTaskId"} {
+	for _, name := range []string{"status", "webhookId", "deliveryId", "syncTaskId"} {
 		v := query.Get(name)
 		if v == "" {
 			continue

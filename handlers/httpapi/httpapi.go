@@ -128,6 +128,7 @@ type api struct {
 	webhooks      *store.Repository[domain.WebhookEndpoint]
 	syncTasks     *store.Repository[domain.SyncTask]
 	executions    *store.Repository[domain.Execution]
+	deliveries    *store.Repository[domain.DeliveryAttempt] // executions with what only replay reads
 	conflicts     *store.Repository[domain.Conflict]
 	idempotencies *store.Repository[idempotencyRecord]
 }
@@ -215,6 +216,7 @@ func (a *api) openRepositories() error {
 	a.webhooks = store.NewRepository[domain.WebhookEndpoint](open(domain.ContainerWebhooks))
 	a.syncTasks = store.NewRepository[domain.SyncTask](open(domain.ContainerSyncTasks))
 	a.executions = store.NewRepository[domain.Execution](open(domain.ContainerExecutions))
+	a.deliveries = store.NewRepository[domain.DeliveryAttempt](open(domain.ContainerExecutions))
 	a.conflicts = store.NewRepository[domain.Conflict](open(domain.ContainerConflicts))
 	a.idempotencies = store.NewRepository[idempotencyRecord](open(store.IdempotencyContainer))
 	if err := errors.Join(errs...); err != nil {

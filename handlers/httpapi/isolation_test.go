@@ -71,6 +71,7 @@ func isolationCases() map[string]isolationCase {
 		"DELETE /api/v1/webhooks/{id}":             {want: 404},
 		"POST /api/v1/webhooks/{id}/rotate-secret": {want: 404},
 		"POST /api/v1/webhooks/{id}/enable":        {want: 404},
+		"POST /api/v1/webhooks/{id}/replay":        {want: 404, body: func(_, _ *tenantWorld) any { return map[string]any{"since": "2000-01-01T00:00:00Z"} }},
 		"POST /api/v1/sync-tasks":                  {path: fixed(v1 + "/sync-tasks"), want: 422, body: func(_, v *tenantWorld) any { return validSyncTask(v.integration) }},
 		"GET /api/v1/sync-tasks":                   {path: func(v *tenantWorld) string { return v1 + "/sync-tasks?integrationId=" + v.integration }, want: 200},
 		"GET /api/v1/sync-tasks/{id}":              {want: 404},

@@ -43,6 +43,8 @@ func schemaTypes() map[string]any {
 		"Conflict":                 domain.Conflict{},
 		"ResolutionRequest":        resolutionRequest{},
 		"Execution":                domain.Execution{},
+		"ReplayRequest":            replayRequest{},
+		"ReplayAccepted":           replayAccepted{},
 		"PoisonMessage":            PoisonMessage{},
 	}
 }

@@ -130,6 +130,7 @@ func (a *api) routes() []route {
 		{method: del, path: v1 + "/webhooks/{id}", summary: "Delete a webhook endpoint and its secrets", access: accessTenantWrite, tenant: true, status: 204, handle: a.deleteWebhook},
 		{method: post, path: v1 + "/webhooks/{id}/rotate-secret", summary: "Rotate the signing secret; the previous one keeps signing during the overlap", access: accessTenantWrite, tenant: true, body: bodyOptional, request: "RotateSecretRequest", response: "SecretRotated", status: 200, handle: a.rotateWebhookSecret},
 		{method: post, path: v1 + "/webhooks/{id}/enable", summary: "Re-enable a disabled webhook endpoint", access: accessTenantWrite, tenant: true, response: "Webhook", status: 200, handle: a.enableWebhook},
+		{method: post, path: v1 + "/webhooks/{id}/replay", summary: "Redeliver one delivery, or every failed_retrying or exhausted delivery since a time, as new attempts of the same delivery ids", access: accessTenantWrite, tenant: true, body: bodyJSON, request: "ReplayRequest", response: "ReplayAccepted", status: 202, handle: a.replayWebhook},
 
 		// Sync tasks.
 		{method: post, path: v1 + "/sync-tasks", summary: "Create a sync task", access: accessTenantWrite, tenant: true, body: bodyJSON, request: "SyncTaskRequest", response: "SyncTask", status: 201, handle: a.createSyncTask},
@@ -144,7 +145,7 @@ func (a *api) routes() []route {
 		{method: get, path: v1 + "/conflicts", summary: "List the tenant's conflicts", access: accessRead, tenant: true, query: append([]queryParam{{"status", "pending, resolved, escalated, superseded or failed"}}, page...), response: "Conflict", list: true, status: 200, handle: a.listConflicts},
 		{method: get, path: v1 + "/conflicts/{id}", summary: "Read a conflict", access: accessRead, tenant: true, response: "Conflict", status: 200, handle: a.getConflict},
 		{method: post, path: v1 + "/conflicts/{id}/resolution", summary: "Resolve a pending or escalated conflict", access: accessTenantWrite, tenant: true, body: bodyJSON, request: "ResolutionRequest", response: "Accepted", status: 202, handle: a.resolveConflict},
-		{method: get, path: v1 + "/executions", summary: "List delivery attempts and sync runs", access: accessRead, tenant: true, query: append([]queryParam{{"kind", "webhook_delivery or sync_run"}, {"status", "an execution status"}, {"webhookId", "only this webhook's deliveries"}, {"syncTaskId", "only this task's runs"}}, page...), response: "Execution", list: true, status: 200, handle: a.listExecutions},
+		{method: get, path: v1 + "/executions", summary: "List delivery attempts and sync runs", access: accessRead, tenant: true, query: append([]queryParam{{"kind", "webhook_delivery or sync_run"}, {"status", "an execution status"}, {"webhookId", "only this webhook's deliveries"}, {"deliveryId", "only this delivery's attempts (its state is its latest attempt's status)"}, {"syncTaskId", "only this task's runs"}}, page...), response: "Execution", list: true, status: 200, handle: a.listExecutions},
 		{method: get, path: v1 + "/executions/{id}", summary: "Read an execution", access: accessRead, tenant: true, response: "Execution", status: 200, handle: a.getExecution},
 
 		// Poison queue (operators).

@@ -1,0 +1,153 @@
+package webhook
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/time/rate"
+)
+
+// errNotAttempted tells the breaker an admitted request was not made after
+// all (deferred, or interrupted on our side): it counts neither way.
+var errNotAttempted = errors.New("not attempted")
+
+// errAttemptFailed is what the breaker is told of a failed attempt.
+var errAttemptFailed = errors.New("attempt failed")
+
+// Deferral reasons, also the metric's label.
+const (
+	deferBreakerOpen     = "breaker_open"
+	deferBreakerHalfOpen = "breaker_half_open"
+	deferInFlight        = "in_flight"
+	deferRateLimited     = "rate_limited"
+)
+
+// deferral says a delivery must wait without being attempted.
+type deferral struct {
+	reason string
+	delay  time.Duration
+}
+
+// healthTracker keeps each endpoint's in-process gatekeepers: the in-flight
+// count, the circuit breaker and the rate limiter. Nothing here waits: an
+// attempt that cannot go now is deferred through the Delayer, so a slow or
+// dead endpoint holds at most MaxInFlightPerEndpoint consumers and never
+// blocks the deliveries of the others.
+type healthTracker struct {
+	opts Options
+
+	mu        sync.Mutex
+	states    map[string]*endpointState
+	lastSweep time.Time
+}
+
+type endpointState struct {
+	mu       sync.Mutex
+	inFlight int
+	rps      float64
+	limiter  *rate.Limiter // nil: no limit
+	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
+	lastUsed time.Time
+}
+
+// stateIdleAfter: an endpoint's state unused this long, with nothing in
+// flight and its breaker closed, is forgotten.
+const stateIdleAfter = 10 * time.Minute
+
+func newHealthTracker(opts Options) *healthTracker {
+	return &healthTracker{opts: opts, states: make(map[string]*endpointState)}
+}
+
+func (h *healthTracker) state(key string, now time.Time) *endpointState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if now.Sub(h.lastSweep) > time.Minute {
+		h.sweep(now)
+	}
+	st, ok := h.states[key]
+	if !ok {
+		failures := uint32(h.opts.BreakerFailures)
+		st = &endpointState{breaker: gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+			Name:        key,
+			MaxRequests: 1, // one probe when half-open
+			Timeout:     h.opts.BreakerCooldown,
+			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+			IsExcluded:  func(err error) bool { return errors.Is(err, errNotAttempted) },
+		})}
+		h.states[key] = st
+	}
+	return st
+}
+
+func (h *healthTracker) sweep(now time.Time) {
+	for k, st := range h.states {
+		st.mu.Lock()
+		idle := st.inFlight == 0 && now.Sub(st.lastUsed) > stateIdleAfter && st.breaker.State() == gobreaker.StateClosed
+		st.mu.Unlock()
+		if idle {
+			delete(h.states, k)
+		}
+	}
+	h.lastSweep = now
+}
+
+// acquire admits an attempt to the endpoint, or says how long to defer it.
+// The checks cost nothing when they pass: the in-flight bound, then the
+// breaker, then the rate limiter (so a deferred attempt spends no token).
+func (h *healthTracker) acquire(key string, rps float64, now time.Time) (*lease, *deferral) {
+	st := h.state(key, now)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.lastUsed = now
+	if st.inFlight >= h.opts.MaxInFlightPerEndpoint {
+		return nil, &deferral{deferInFlight, h.opts.DeferDelay}
+	}
+	done, err := st.breaker.Allow()
+	if errors.Is(err, gobreaker.ErrOpenState) {
+		return nil, &deferral{deferBreakerOpen, h.opts.BreakerCooldown}
+	}
+	if err != nil { // half-open and its probe is out
+		return nil, &deferral{deferBreakerHalfOpen, h.opts.DeferDelay}
+	}
+	if st.setRate(rps); st.limiter != nil && !st.limiter.AllowN(now, 1) {
+		done(errNotAttempted)
+		return nil, &deferral{deferRateLimited, max(h.opts.DeferDelay, time.Duration(float64(time.Second)/rps))}
+	}
+	st.inFlight++
+	return &lease{st: st, done: done}, nil
+}
+
+// setRate follows the endpoint's rateLimitPerSecond as its document changes.
+func (st *endpointState) setRate(rps float64) {
+	if rps == st.rps {
+		return
+	}
+	st.rps = rps
+	if rps <= 0 {
+		st.limiter = nil
+		return
+	}
+	burst := max(1, int(rps))
+	if st.limiter == nil {
+		st.limiter = rate.NewLimiter(rate.Limit(rps), burst)
+		return
+	}
+	st.limiter.SetLimit(rate.Limit(rps))
+	st.limiter.SetBurst(burst)
+}
+
+// lease is one admitted attempt; release it exactly once with the outcome:
+// nil (delivered), errAttemptFailed, or errNotAttempted.
+type lease struct {
+	st   *endpointState
+	done func(error)
+}
+
+func (l *lease) release(outcome error) {
+	l.done(outcome)
+	l.st.mu.Lock()
+	l.st.inFlight--
+	l.st.mu.Unlock()
+}

@@ -1,0 +1,56 @@
+package webhook
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics of the dispatcher; registered when Deps.Metrics is set.
+type metrics struct {
+	attempts    *prometheus.CounterVec
+	duration    prometheus.Histogram
+	deferred    *prometheus.CounterVec
+	fannedOut   prometheus.Counter
+	noMatch     prometheus.Counter
+	redelivered prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "webhook_delivery_attempts_total",
+			Help: "Recorded delivery attempts by resulting status and error class.",
+		}, []string{"status", "error_class"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "webhook_delivery_attempt_duration_seconds",
+			Help:    "Duration of delivery attempts, request sent to response read.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15, 30},
+		}),
+		deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "webhook_delivery_deferrals_total",
+			Help: "Deliveries deferred without using an attempt, by reason.",
+		}, []string{"reason"}),
+		fannedOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "webhook_fanout_deliveries_total",
+			Help: "Deliveries created by the fan-out of events.",
+		}),
+		noMatch: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "webhook_fanout_no_match_total",
+			Help: "Events no endpoint of their tenant accepted.",
+		}),
+		redelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "webhook_delivery_redelivered_total",
+			Help: "Delivery messages whose attempt was already recorded (the endpoint was not called again).",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.attempts, m.duration, m.deferred, m.fannedOut, m.noMatch, m.redelivered} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("webhook: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
