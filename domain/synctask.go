@@ -188,7 +188,7 @@ func (m FieldMapping) Validate() error {
 		checkDottedPath(&ve, "source", m.Source, true)
 		checkDottedPath(&ve, "target", m.Target, true)
 	}
-	checkEnum(&ve, "convert", m.Convert, ConvertNone, ConvertString, ConvertNumber, ConvertBool, ConvertTime)
+	checkEnum(&ve, "convert", m.Convert, Converts()...)
 	return ve.Err()
 }
 
