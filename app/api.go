@@ -41,6 +41,7 @@ type Part int
 // The parts a process can run.
 const (
 	PartAPI Part = iota
+	PartDispatcher
 )
 
 // Process is a started set of parts on one store and one broker connection.
@@ -51,6 +52,7 @@ type Process struct {
 	transport *messaging.Transport
 	router    *message.Router
 	servers   []*httpServer
+	closers   []func() error
 
 	// APIAddr is the address the API really listens on (with PartAPI).
 	APIAddr string
@@ -60,8 +62,8 @@ type Process struct {
 
 // Start opens the store and the broker once, declares every queue and builds
 // the given parts, binding their ports. Run serves them.
-func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts ...Part) (p *Process, err error) {
-	p = &Process{cfg: cfg, logger: logger}
+func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts ...Part) (_ *Process, err error) {
+	p := &Process{cfg: cfg, logger: logger}
 	defer func() {
 		if err != nil {
 			p.close()
@@ -102,6 +104,12 @@ func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts
 			}
 			p.servers = append(p.servers, srv)
 			p.APIAddr = srv.Addr
+		case PartDispatcher:
+			d, err := buildDispatcher(cfg, logger, p.backend, p.transport, p.router, registry)
+			if err != nil {
+				return nil, err
+			}
+			p.closers = append(p.closers, d.Close)
 		}
 	}
 	return p, nil
@@ -114,6 +122,9 @@ func (p *Process) Run(ctx context.Context) error {
 }
 
 func (p *Process) close() {
+	for _, c := range p.closers {
+		_ = c()
+	}
 	for _, s := range p.servers {
 		_ = s.ln.Close() // only matters when Run never started
 	}

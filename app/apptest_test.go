@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/castiel/integration-manager/config"
 	"github.com/castiel/integration-manager/messaging"
 	"github.com/castiel/integration-manager/messaging/rabbittest"
+	"github.com/castiel/integration-manager/store/cosmostest"
 )
 
 // started is one running process of the product for a test.
@@ -61,8 +64,45 @@ func onRabbitMQ(t testing.TB) []string {
 	}
 }
 
+// onCosmos returns overrides that put processes on the Cosmos emulator with a
+// database of their own (the fleet's store; several processes may share it).
+func onCosmos(t testing.TB) []string {
+	em := cosmostest.Start(t)
+	c := em.Config(t)
+	return []string{
+		"IM_STORE_KIND=cosmos",
+		"IM_STORE_COSMOS_ENDPOINT=" + c.Endpoint,
+		"IM_STORE_COSMOS_KEY=" + c.Key,
+		"IM_STORE_COSMOS_DATABASE=" + c.Database,
+		"IM_STORE_COSMOS_INSECURESKIPVERIFY=" + strconv.FormatBool(c.InsecureSkipVerify),
+	}
+}
+
 // start runs a process with the given parts until the test ends.
 func start(t testing.TB, env []string, parts ...app.Part) *started {
+	t.Helper()
+	return startStoppable(t, env, parts...).started
+}
+
+// running is a started process a test may stop early.
+type running struct {
+	*started
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// stop shuts the process down (as SIGTERM would) and waits for it.
+func (r *running) stop(t testing.TB) {
+	r.once.Do(func() {
+		r.cancel()
+		if err := <-r.done; err != nil {
+			t.Errorf("process stopped with an error: %v", err)
+		}
+	})
+}
+
+func startStoppable(t testing.TB, env []string, parts ...app.Part) *running {
 	t.Helper()
 	cfg, err := config.Load(config.LoadOptions{Service: "test", DefaultProfile: config.ProfileStandalone, Environ: env})
 	if err != nil {
@@ -74,19 +114,15 @@ func start(t testing.TB, env []string, parts ...app.Part) *started {
 		cancel()
 		t.Fatalf("start: %v", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("process stopped with an error: %v", err)
-		}
-	})
+	r := &running{cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- p.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
 	k, ok := cfg.DevelopmentKey()
 	if !ok {
 		t.Fatal("the standalone profile has no development key")
 	}
-	return &started{baseURL: "http://" + p.APIAddr, adminURL: "http://" + p.AdminAddr, key: k.Key.Reveal(), cfg: cfg}
+	r.started = &started{baseURL: "http://" + p.APIAddr, adminURL: "http://" + p.AdminAddr, key: k.Key.Reveal(), cfg: cfg}
+	return r
 }
 
 // do sends one API request and decodes a JSON answer into out (if non-nil).

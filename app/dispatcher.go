@@ -1,0 +1,62 @@
+package app
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/castiel/integration-manager/config"
+	"github.com/castiel/integration-manager/handlers/webhook"
+	"github.com/castiel/integration-manager/messaging"
+	"github.com/castiel/integration-manager/messaging/sender"
+	"github.com/castiel/integration-manager/store"
+)
+
+// RunWebhookDispatcher runs the webhook dispatcher (cmd/webhook-dispatcher).
+func RunWebhookDispatcher(ctx context.Context, cfg *config.Config, logger zerolog.Logger) error {
+	return startAndRun(ctx, cfg, logger, PartDispatcher)
+}
+
+// buildDispatcher wires the fan-out and delivery consumers.
+func buildDispatcher(cfg *config.Config, logger zerolog.Logger, backend store.Backend,
+	transport *messaging.Transport, router *message.Router, registry *prometheus.Registry) (*webhook.Dispatcher, error) {
+	secretStore, err := SecretStore(cfg, backend)
+	if err != nil {
+		return nil, err
+	}
+	dc := cfg.Webhooks.Dispatcher
+	source := "castiel/integration-manager/" + cfg.Service
+	d, err := webhook.New(webhook.Deps{
+		Store:     backend,
+		Secrets:   secretStore,
+		Publisher: transport.Publisher(),
+		Delayer:   transport,
+		Events:    sender.New(transport.Publisher(), source),
+		Logger:    logger,
+		Metrics:   registry,
+	}, webhook.Options{
+		Timeout:                dc.Timeout,
+		ResponseBodyCap:        dc.ResponseBodyCap,
+		Schedule:               dc.Schedule,
+		RetryAfterCap:          dc.RetryAfterCap,
+		BreakerFailures:        dc.BreakerFailures,
+		BreakerCooldown:        dc.BreakerCooldown,
+		DisableAfter:           dc.DisableAfter,
+		MaxInFlightPerEndpoint: dc.MaxInFlightPerEndpoint,
+		CacheTTL:               dc.CacheTTL,
+		DeferDelay:             dc.DeferDelay,
+		AllowHosts:             dc.AllowHosts,
+		Source:                 source,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("webhooks.dispatcher: %w", err)
+	}
+	// Fan-out is one store query and one publish per event: a few consumers keep up.
+	if err := d.Register(router, transport, cfg.Broker.AMQP.ConsumersPerQueue, dc.Consumers); err != nil {
+		return nil, fmt.Errorf("webhook dispatcher consumers: %w", err)
+	}
+	return d, nil
+}
