@@ -54,8 +54,7 @@ func buildDispatcher(cfg *config.Config, logger zerolog.Logger, backend store.Ba
 	if err != nil {
 		return nil, fmt.Errorf("webhooks.dispatcher: %w", err)
 	}
-	// Fan-out is one store query and one publish per event: a few consumers keep up.
-	if err := d.Register(router, transport, cfg.Broker.AMQP.ConsumersPerQueue, dc.Consumers); err != nil {
+	if err := d.Register(router, transport, dc.FanOutConsumers, dc.Consumers); err != nil {
 		return nil, fmt.Errorf("webhook dispatcher consumers: %w", err)
 	}
 	return d, nil

@@ -184,6 +184,7 @@ type WebhooksConfig struct {
 // DispatcherConfig is webhooks.dispatcher.*.
 type DispatcherConfig struct {
 	Consumers              int             // webhooks.dispatcher.consumers
+	FanOutConsumers        int             // webhooks.dispatcher.fanOutConsumers
 	Timeout                time.Duration   // webhooks.dispatcher.timeout
 	ResponseBodyCap        int             // webhooks.dispatcher.responseBodyCap
 	Schedule               []time.Duration // webhooks.dispatcher.schedule

@@ -104,7 +104,7 @@ func TestLoad_DefaultsForEachProfile(t *testing.T) {
 				Log:  LogConfig{Level: "info"},
 				HTTP: HTTPConfig{API: APIServerConfig{Addr: ":8080", MaxBodyBytes: 1 << 20, ReadTimeout: 15 * time.Second, WriteTimeout: 30 * time.Second, ShutdownTimeout: 15 * time.Second}, Admin: AdminServerConfig{Addr: ":9090"}},
 				Broker: BrokerConfig{
-					AMQP:           AMQPConfig{URL: "amqp://guest:guest@127.0.0.1:5672/", ExchangePrefix: "castiel.integration", Prefetch: 16, ConsumersPerQueue: 4, ChannelPoolSize: 16, QuorumQueues: true},
+					AMQP:           AMQPConfig{URL: "amqp://guest:guest@127.0.0.1:5672/", ExchangePrefix: "castiel.integration", Prefetch: 1, ConsumersPerQueue: 4, ChannelPoolSize: 16, QuorumQueues: true},
 					HandlerTimeout: 30 * time.Second,
 					Retry:          RetryConfig{InitialInterval: 200 * time.Millisecond, MaxInterval: 5 * time.Second, MaxElapsed: 30 * time.Second},
 					PoisonTopic:    "integration.poison",
@@ -206,6 +206,7 @@ func TestLoad_EveryKeyHasAWorkingEnvOverride(t *testing.T) {
 		"webhooks.allowedHttpHosts":                  {"a.local,b.local", "[a.local b.local]"},
 		"webhooks.secretRotationOverlap":             {"2h", "2h0m0s"},
 		"webhooks.dispatcher.consumers":              {"8", "8"},
+		"webhooks.dispatcher.fanOutConsumers":        {"3", "3"},
 		"webhooks.dispatcher.timeout":                {"3s", "3s"},
 		"webhooks.dispatcher.responseBodyCap":        {"100", "100"},
 		"webhooks.dispatcher.schedule":               {"0s,1s,2s", "[0s 1s 2s]"},
@@ -324,7 +325,7 @@ func TestLoad_OperatorFileLayering(t *testing.T) {
 		{"IM_CONFIG over defaults", nil, map[string]string{"IM_CONFIG": file}, "debug", 7, 32},
 		{"env over --config file", []string{"--config", file}, map[string]string{"IM_LOG_LEVEL": "warn"}, "warn", 7, 32},
 		{"env over IM_CONFIG file", nil, map[string]string{"IM_CONFIG": file, "IM_BROKER_AMQP_PREFETCH": "8"}, "debug", 7, 8},
-		{"--config wins over IM_CONFIG", []string{"--config", other}, map[string]string{"IM_CONFIG": file}, "error", 5, 16},
+		{"--config wins over IM_CONFIG", []string{"--config", other}, map[string]string{"IM_CONFIG": file}, "error", 5, 1},
 		{"empty env value keeps the file's", []string{"--config", file}, map[string]string{"IM_LOG_LEVEL": ""}, "debug", 7, 32},
 	}
 	for _, tt := range tests {

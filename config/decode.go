@@ -98,6 +98,7 @@ func (d *decoder) decode() *Config {
 			SecretRotationOverlap: d.duration("webhooks.secretRotationOverlap"),
 			Dispatcher: DispatcherConfig{
 				Consumers:              d.integer("webhooks.dispatcher.consumers"),
+				FanOutConsumers:        d.integer("webhooks.dispatcher.fanOutConsumers"),
 				Timeout:                d.duration("webhooks.dispatcher.timeout"),
 				ResponseBodyCap:        d.integer("webhooks.dispatcher.responseBodyCap"),
 				Schedule:               d.durations("webhooks.dispatcher.schedule"),

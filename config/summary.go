@@ -60,6 +60,7 @@ func (c *Config) LogSummary() map[string]any {
 		"webhooks.allowedHttpHosts":                  c.Webhooks.AllowedHTTPHosts,
 		"webhooks.secretRotationOverlap":             dur(c.Webhooks.SecretRotationOverlap),
 		"webhooks.dispatcher.consumers":              c.Webhooks.Dispatcher.Consumers,
+		"webhooks.dispatcher.fanOutConsumers":        c.Webhooks.Dispatcher.FanOutConsumers,
 		"webhooks.dispatcher.timeout":                dur(c.Webhooks.Dispatcher.Timeout),
 		"webhooks.dispatcher.responseBodyCap":        c.Webhooks.Dispatcher.ResponseBodyCap,
 		"webhooks.dispatcher.schedule":               durs(c.Webhooks.Dispatcher.Schedule),

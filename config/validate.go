@@ -147,6 +147,10 @@ func (c *Config) validate(dev devCredentials) []Problem {
 	v.positiveDuration("webhooks.secretRotationOverlap", c.Webhooks.SecretRotationOverlap)
 	dc := c.Webhooks.Dispatcher
 	v.intRange("webhooks.dispatcher.consumers", dc.Consumers, 1, 4096)
+	v.intRange("webhooks.dispatcher.fanOutConsumers", dc.FanOutConsumers, 1, 4096)
+	if c.Broker.HandlerTimeout <= dc.Timeout {
+		v.fail("broker.handlerTimeout", "%s must be longer than webhooks.dispatcher.timeout (%s): an attempt also records and publishes", c.Broker.HandlerTimeout, dc.Timeout)
+	}
 	v.positiveDuration("webhooks.dispatcher.timeout", dc.Timeout)
 	v.intRange("webhooks.dispatcher.responseBodyCap", dc.ResponseBodyCap, 0, 1<<20)
 	if len(dc.Schedule) == 0 {

@@ -302,7 +302,18 @@ func (p *rabbitPublisher) send(ctx context.Context, exchange, routingKey string,
 	case <-p.closing:
 		return ErrClosed
 	}
-	defer func() { p.slots <- slot }()
+	// A mandatory publish keeps its channel until the confirm so a basic.return
+	// cannot be mistaken for another's. Other publishes give the channel back
+	// as soon as their messages are sent and wait for their confirms beside the
+	// publishes that follow on it: confirms are pipelined, not one per channel.
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			p.slots <- slot
+		}
+	}
+	defer release()
 	if err := slot.open(conn); err != nil {
 		return err
 	}
@@ -328,10 +339,17 @@ func (p *rabbitPublisher) send(ctx context.Context, exchange, routingKey string,
 		}
 		confirms = append(confirms, dc)
 	}
+	if !mandatory {
+		release()
+	}
 	for i, dc := range confirms {
 		acked, err := dc.WaitContext(ctx)
 		if err != nil {
-			slot.reset()
+			if !released {
+				slot.reset()
+			}
+			// A released channel may carry others' publishes now; if it died,
+			// the next user's open() replaces it.
 			return fmt.Errorf("message %s not confirmed: %w", msgs[i].UUID, err)
 		}
 		if !acked {

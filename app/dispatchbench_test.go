@@ -1,0 +1,252 @@
+//go:build bench
+
+package app_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/castiel/integration-manager/app"
+)
+
+// benchRow is one line of the dispatcher benchmark table.
+type benchRow struct {
+	Case     string  `json:"case"`
+	Rate     float64 `json:"perSecond"`
+	P50ms    float64 `json:"p50ms,omitempty"`
+	P99ms    float64 `json:"p99ms,omitempty"`
+	Baseline string  `json:"baseline,omitempty"`
+	Ratio    float64 `json:"ratio,omitempty"`
+	Note     string  `json:"note,omitempty"`
+}
+
+// TestBench_Dispatcher measures end-to-end webhook delivery (event accepted by
+// the API → receiver got it) in standalone and on RabbitMQ, beside a raw
+// RabbitMQ publish→consume→ack loop and a raw HTTP POST loop to the same kind of
+// receiver, all in one run; then healthy endpoints' latency beside a slow one.
+// Run it with `make bench`.
+func TestBench_Dispatcher(t *testing.T) {
+	events := envInt("IM_BENCH_EVENTS", 5000)
+	var rows []benchRow
+
+	rawRabbit := rawRabbitLoop(t, 4*events)
+	rows = append(rows, benchRow{Case: "raw RabbitMQ publish (confirms) → consume → ack", Rate: rawRabbit})
+	plain := newReceiver(t, 0)
+	rawHTTP := rawHTTPLoop(t, plain.url(), 4*events)
+	rows = append(rows, benchRow{Case: "raw HTTP POST loop to a local receiver (16 in flight)", Rate: rawHTTP})
+
+	for _, mode := range []struct {
+		name string
+		env  []string
+	}{
+		{"standalone (in-process broker, embedded store)", nil},
+		{"fleet (RabbitMQ with confirms, embedded store)", onRabbitMQ(t)},
+	} {
+		if only := os.Getenv("IM_BENCH_ONLY"); only != "" && !strings.HasPrefix(mode.name, only) {
+			continue
+		}
+		env := environ(t, append(mode.env,
+			"IM_LOG_LEVEL=error",
+			// One endpoint takes every delivery here: let it have every consumer.
+			"IM_WEBHOOKS_DISPATCHER_MAXINFLIGHTPERENDPOINT=64")...)
+		env = append(env, strings.Fields(os.Getenv("IM_BENCH_ENV"))...)
+		s := start(t, env, app.PartAPI, app.PartDispatcher)
+		rcv := newReceiver(t, 0)
+		subscribe(t, s, rcv.url())
+
+		rate, p50, p99 := deliverClosedLoop(t, s, rcv, events)
+		rows = append(rows, benchRow{Case: "deliveries end to end, " + mode.name, Rate: rate, P50ms: ms(p50), P99ms: ms(p99),
+			Baseline: "raw RabbitMQ loop", Ratio: rate / rawRabbit, Note: "16 clients posting as fast as accepted"})
+		half := rate / 2
+		hp50, hp99 := deliverOpenLoop(t, s, rcv, half, 5*time.Second)
+		rows = append(rows, benchRow{Case: fmt.Sprintf("latency at half the peak (%.0f events/s), %s", half, mode.name),
+			Rate: half, P50ms: ms(hp50), P99ms: ms(hp99), Note: "goal: p99 < 100 ms"})
+	}
+
+	// Isolation: 20 healthy endpoints, with and without one that answers after 10 s.
+	for _, slow := range []bool{false, true} {
+		s := start(t, environ(t, append(append(onRabbitMQ(t), "IM_LOG_LEVEL=error"), strings.Fields(os.Getenv("IM_BENCH_ENV"))...)...), app.PartAPI, app.PartDispatcher)
+		healthy := make([]*receiver, 20)
+		for i := range healthy {
+			healthy[i] = newReceiver(t, 0)
+			subscribe(t, s, healthy[i].url())
+		}
+		if slow {
+			subscribe(t, s, newReceiver(t, 10*time.Second).url())
+		}
+		const rate = 50 // events/s, each to every endpoint: 1,000 healthy deliveries/s
+		postAtRate(t, s, rate, 10*time.Second)
+		waitFor(t, 30*time.Second, func() bool {
+			for _, r := range healthy {
+				if r.count.Load() < rate*10 {
+					return false
+				}
+			}
+			return true
+		})
+		var all []time.Duration
+		for _, r := range healthy {
+			r.mu.Lock()
+			all = append(all, r.latencies...)
+			r.mu.Unlock()
+		}
+		name := "20 healthy endpoints, 50 events/s fanned out to each"
+		if slow {
+			name += ", beside 1 endpoint answering after 10 s"
+		}
+		rows = append(rows, benchRow{Case: name, Rate: float64(rate * 20), P50ms: ms(percentile(all, 50)), P99ms: ms(percentile(all, 99)),
+			Note: "healthy deliveries' latency; goal: with the slow one within 2x of without"})
+	}
+
+	printTable(t, rows)
+	writeResults(t, "dispatcher", rows)
+}
+
+// deliverClosedLoop posts n events from 16 clients and waits until the receiver
+// has them all. It returns deliveries/s and the latency percentiles.
+func deliverClosedLoop(t *testing.T, s *started, rcv *receiver, n int) (float64, time.Duration, time.Duration) {
+	rcv.reset()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	begin := time.Now()
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				postEvent(t, client, s)
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, 60*time.Second, func() bool { return rcv.count.Load() >= int64(n) })
+	elapsed := time.Unix(0, rcv.last.Load()).Sub(begin)
+	return float64(n) / elapsed.Seconds(), rcv.percentile(50), rcv.percentile(99)
+}
+
+// deliverOpenLoop posts at a fixed rate for d and returns latency percentiles.
+func deliverOpenLoop(t *testing.T, s *started, rcv *receiver, rate float64, d time.Duration) (time.Duration, time.Duration) {
+	rcv.reset()
+	sent := postAtRate(t, s, rate, d)
+	waitFor(t, 60*time.Second, func() bool { return rcv.count.Load() >= sent })
+	return rcv.percentile(50), rcv.percentile(99)
+}
+
+// postAtRate sends events at rate per second for d, each request on its own
+// goroutine so a slow answer does not slow the schedule.
+func postAtRate(t *testing.T, s *started, rate float64, d time.Duration) int64 {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	interval := time.Duration(float64(time.Second) / rate)
+	var wg sync.WaitGroup
+	var sent int64
+	deadline := time.Now().Add(d)
+	for next := time.Now(); next.Before(deadline); next = next.Add(interval) {
+		time.Sleep(time.Until(next))
+		wg.Add(1)
+		sent++
+		go func() { defer wg.Done(); postEvent(t, client, s) }()
+	}
+	wg.Wait()
+	return sent
+}
+
+func postEvent(t *testing.T, client *http.Client, s *started) {
+	body := `{"type":"contact.updated","data":{"sentAt":` + strconv.FormatInt(time.Now().UnixNano(), 10) + `}}`
+	req, _ := http.NewRequest("POST", s.baseURL+"/api/v1/events", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+s.key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Errorf("POST /api/v1/events answered %d", resp.StatusCode)
+	}
+}
+
+func waitFor(t *testing.T, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not done within %s", within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func printTable(t *testing.T, rows []benchRow) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%s, %d cores (GOMAXPROCS %d), %s\n\n", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOMAXPROCS(0), memTotal())
+	b.WriteString("| case | per second | p50 ms | p99 ms | vs baseline | note |\n| --- | ---: | ---: | ---: | --- | --- |\n")
+	for _, r := range rows {
+		ratio := ""
+		if r.Ratio > 0 {
+			ratio = fmt.Sprintf("%.2f of %s", r.Ratio, r.Baseline)
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %s | %s | %s | %s |\n", r.Case, r.Rate, opt(r.P50ms), opt(r.P99ms), ratio, r.Note)
+	}
+	fmt.Print(b.String())
+}
+
+func opt(v float64) string {
+	if v == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.1f", v)
+}
+
+func memTotal() string {
+	raw, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "memory unknown"
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.Atoi(f[1])
+			return fmt.Sprintf("%.0f GiB memory", float64(kb)/(1<<20))
+		}
+	}
+	return "memory unknown"
+}
+
+// writeResults merges this harness's rows into bench/results.json.
+func writeResults(t *testing.T, name string, rows []benchRow) {
+	path := filepath.Join("..", "bench", "results.json")
+	all := map[string]any{}
+	if raw, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(raw, &all)
+	}
+	all[name] = map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "cores": runtime.NumCPU(), "rows": rows}
+	out, _ := json.MarshalIndent(all, "", "  ")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, append(out, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
