@@ -143,9 +143,13 @@ func (p *Process) close() {
 // buildAPI wires the command API and the poison recorder its operators read.
 func buildAPI(ctx context.Context, cfg *config.Config, logger zerolog.Logger, backend store.Backend,
 	transport *messaging.Transport, router *message.Router, registry *prometheus.Registry) (*httpServer, error) {
-	authn, err := Authenticator(ctx, cfg, logger)
+	authn, authReady, err := Authenticator(ctx, cfg, logger)
 	if err != nil {
 		return nil, err
+	}
+	readiness := []httpapi.ReadinessCheck{{Name: "broker", Check: transport.Ping}}
+	if authReady != nil {
+		readiness = append(readiness, httpapi.ReadinessCheck{Name: "jwks", Check: authReady})
 	}
 	secretStore, err := SecretStore(cfg, backend)
 	if err != nil {
@@ -165,7 +169,7 @@ func buildAPI(ctx context.Context, cfg *config.Config, logger zerolog.Logger, ba
 		Commands:  sender.New(transport.Publisher(), "castiel/integration-manager/"+cfg.Service),
 		Secrets:   secretsAdapter{secretStore},
 		Poison:    poisonAdapter{poison.NewQueue(poisonC, transport.Publisher(), time.Now)},
-		Readiness: []httpapi.ReadinessCheck{{Name: "broker", Check: transport.Ping}},
+		Readiness: readiness,
 		Metrics:   registry,
 	}, httpapi.Options{
 		MaxBodyBytes:             cfg.HTTP.API.MaxBodyBytes,

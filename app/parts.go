@@ -81,13 +81,14 @@ func RouterPolicy(cfg *config.Config) messaging.Policy {
 }
 
 // Authenticator accepts the configured static API keys and, when User
-// Management's JWKS is configured, its JWTs.
-func Authenticator(ctx context.Context, cfg *config.Config, logger zerolog.Logger) (auth.Authenticator, error) {
+// Management's JWKS is configured, its JWTs. ready reports whether the key set
+// has been loaded (nil without JWKS), for /readyz.
+func Authenticator(ctx context.Context, cfg *config.Config, logger zerolog.Logger) (_ auth.Authenticator, ready func(context.Context) error, err error) {
 	var chain []auth.Authenticator
 	if len(cfg.Auth.StaticKeys) > 0 {
 		keys, err := auth.NewStaticKeys(cfg.Auth.StaticKeys)
 		if err != nil {
-			return nil, fmt.Errorf("auth.staticKeys: %w", err)
+			return nil, nil, fmt.Errorf("auth.staticKeys: %w", err)
 		}
 		chain = append(chain, keys)
 	}
@@ -100,14 +101,15 @@ func Authenticator(ctx context.Context, cfg *config.Config, logger zerolog.Logge
 			HTTPClient: &http.Client{Timeout: 10 * time.Second},
 		}, logger)
 		if err != nil {
-			return nil, fmt.Errorf("services.userManagement.jwksUrl: %w", err)
+			return nil, nil, fmt.Errorf("services.userManagement.jwksUrl: %w", err)
 		}
 		chain = append(chain, jwks)
+		ready = func(context.Context) error { return jwks.Ready() }
 	}
 	if len(chain) == 0 {
-		return nil, fmt.Errorf("auth: neither auth.staticKeys nor services.userManagement.jwksUrl is set; nobody could call the API")
+		return nil, nil, fmt.Errorf("auth: neither auth.staticKeys nor services.userManagement.jwksUrl is set; nobody could call the API")
 	}
-	return auth.Chain(chain...), nil
+	return auth.Chain(chain...), ready, nil
 }
 
 // SecretStore is Secret Management over HTTP when its URL is set, else the
