@@ -1,0 +1,73 @@
+package conflicts
+
+import (
+	"strconv"
+
+	"github.com/castiel/integration-manager/domain"
+)
+
+// conflictDoc is a stored conflict with what the resolver adds to it. The
+// additions are plain JSON fields beside the conflict's own, so readers that
+// decode a domain.Conflict are unaffected.
+type conflictDoc struct {
+	domain.Conflict
+	// StatusReason says why the conflict is failed, escalated or superseded.
+	StatusReason string `json:"statusReason,omitempty"`
+	// ResolutionID is the resolution record that set the status, and
+	// Generation its generation: a status is never set by an older generation
+	// than the one that set it last.
+	ResolutionID string `json:"resolutionId,omitempty"`
+	Generation   int    `json:"resolutionGeneration,omitempty"`
+}
+
+// resolutionDoc is a domain.ConflictResolution with the bookkeeping of the
+// claim it also is.
+type resolutionDoc struct {
+	domain.ConflictResolution
+	// Generation numbers the attempts at one conflict from 1; 0 marks the
+	// record of a decision that lost (not an attempt).
+	Generation int `json:"generation"`
+	// ClaimedBy is the id of the message that made the attempt.
+	ClaimedBy string `json:"claimedBy,omitempty"`
+	// WrittenHashes holds, per side, the content hash of the version this
+	// attempt wrote there ("" for a deletion): a later attempt must not take
+	// it for someone else's change.
+	WrittenHashes map[domain.Side]string `json:"writtenHashes,omitempty"`
+}
+
+// ResolutionID is the id of attempt generation (from 1) at resolving a
+// conflict in integration_sync_conflicts: the first is the conflict's id.
+func ResolutionID(conflictID string, generation int) string {
+	if generation <= 1 {
+		return conflictID
+	}
+	return domain.DeterministicID("cres", conflictID, strconv.Itoa(generation))
+}
+
+// lostDecisionID is the id of the record of a person's decision that lost:
+// one per message, so a redelivery rewrites the same record.
+func lostDecisionID(conflictID, messageID string) string {
+	return domain.DeterministicID("cres", conflictID, "lost", messageID)
+}
+
+// redetectedID is the id of the conflict that replaces conflictID when the
+// sides changed since detection, from the new versions: a repeated attempt
+// on the same versions finds the conflict its first attempt created.
+func redetectedID(conflictID, extHash, intHash string) string {
+	return domain.DeterministicID("cfl", conflictID, extHash, intHash)
+}
+
+// statusOf is the conflict status an outcome gives.
+func statusOf(o domain.ResolutionOutcome) domain.ConflictStatus {
+	switch o {
+	case domain.OutcomeApplied:
+		return domain.ConflictStatusResolved
+	case domain.OutcomeEscalated:
+		return domain.ConflictStatusEscalated
+	case domain.OutcomeSuperseded:
+		return domain.ConflictStatusSuperseded
+	case domain.OutcomeFailed:
+		return domain.ConflictStatusFailed
+	}
+	return ""
+}
