@@ -37,9 +37,16 @@ type Conflict struct {
 	ExternalModifiedAt *time.Time     `json:"externalModifiedAt,omitempty"`
 	InternalModifiedAt *time.Time     `json:"internalModifiedAt,omitempty"`
 	Status             ConflictStatus `json:"status"`
-	DetectedAt         time.Time      `json:"detectedAt"`
-	CreatedAt          time.Time      `json:"createdAt"`
-	UpdatedAt          time.Time      `json:"updatedAt"`
+	// StatusReason says why the conflict is failed, escalated or superseded.
+	StatusReason string `json:"statusReason,omitempty"`
+	// ResolutionID is the resolution record that set the status, and
+	// Generation its generation: a status is never set by an older generation
+	// than the one that set it last.
+	ResolutionID string    `json:"resolutionId,omitempty"`
+	Generation   int       `json:"resolutionGeneration,omitempty"`
+	DetectedAt   time.Time `json:"detectedAt"`
+	CreatedAt    time.Time `json:"createdAt"`
+	UpdatedAt    time.Time `json:"updatedAt"`
 }
 
 func (c Conflict) Key() (partitionKey, id string) { return c.TenantID, c.ID }

@@ -6,18 +6,11 @@ import (
 	"github.com/castiel/integration-manager/domain"
 )
 
-// conflictDoc is a stored conflict with what the resolver adds to it. The
-// additions are plain JSON fields beside the conflict's own, so readers that
-// decode a domain.Conflict are unaffected.
+// conflictDoc is a stored conflict; the resolver's bookkeeping (statusReason,
+// resolutionId, resolutionGeneration) is part of domain.Conflict so the API
+// shows why a conflict failed or was escalated.
 type conflictDoc struct {
 	domain.Conflict
-	// StatusReason says why the conflict is failed, escalated or superseded.
-	StatusReason string `json:"statusReason,omitempty"`
-	// ResolutionID is the resolution record that set the status, and
-	// Generation its generation: a status is never set by an older generation
-	// than the one that set it last.
-	ResolutionID string `json:"resolutionId,omitempty"`
-	Generation   int    `json:"resolutionGeneration,omitempty"`
 }
 
 // resolutionDoc is a domain.ConflictResolution with the bookkeeping of the

@@ -98,8 +98,11 @@ func (a *api) resolveConflict(c *call) error {
 	if err != nil {
 		return orNotFound(err, "the conflict")
 	}
-	if cf.Status != domain.ConflictStatusPending && cf.Status != domain.ConflictStatusEscalated {
-		return conflict(fmt.Sprintf("the conflict is %s; only pending or escalated conflicts can be resolved", cf.Status))
+	switch cf.Status {
+	case domain.ConflictStatusPending, domain.ConflictStatusEscalated, domain.ConflictStatusFailed:
+		// failed: a person retries after the cause (say, the external API) is fixed.
+	default:
+		return conflict(fmt.Sprintf("the conflict is %s; only pending, escalated or failed conflicts can be resolved", cf.Status))
 	}
 	cmd := domain.ResolveConflict{TenantID: cf.TenantID, ConflictID: cf.ID, Actor: actorID(c.p.Subject), Side: req.Side, Values: req.Values}
 	if err := cmd.Validate(); err != nil {
