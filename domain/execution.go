@@ -26,12 +26,15 @@ const (
 	ExecCompleted           ExecutionStatus = "completed"
 	ExecCompletedWithErrors ExecutionStatus = "completed_with_errors"
 	ExecFailed              ExecutionStatus = "failed"
+	// ExecSkipped: the run never started because another run of the task held
+	// its lease (the trigger was coalesced into that run) or the task is paused.
+	ExecSkipped ExecutionStatus = "skipped"
 )
 
 // Terminal reports whether no further change to the execution is expected.
 func (s ExecutionStatus) Terminal() bool {
 	switch s {
-	case ExecDelivered, ExecExhausted, ExecNoMatch, ExecCompleted, ExecCompletedWithErrors, ExecFailed:
+	case ExecDelivered, ExecExhausted, ExecNoMatch, ExecCompleted, ExecCompletedWithErrors, ExecFailed, ExecSkipped:
 		return true
 	}
 	return false
@@ -43,7 +46,7 @@ func (s ExecutionStatus) ValidFor(k ExecutionKind) bool {
 	case ExecutionWebhookDelivery:
 		return s == ExecPending || s == ExecDelivered || s == ExecFailedRetrying || s == ExecExhausted || s == ExecNoMatch
 	case ExecutionSyncRun:
-		return s == ExecRunning || s == ExecCompleted || s == ExecCompletedWithErrors || s == ExecFailed
+		return s == ExecRunning || s == ExecCompleted || s == ExecCompletedWithErrors || s == ExecFailed || s == ExecSkipped
 	}
 	return false
 }
@@ -80,8 +83,9 @@ type Execution struct {
 	NextAttemptAt  *time.Time        `json:"nextAttemptAt,omitempty"`
 
 	// sync_run
-	SyncTaskID string     `json:"syncTaskId,omitempty"`
-	Stats      *SyncStats `json:"stats,omitempty"`
+	SyncTaskID string           `json:"syncTaskId,omitempty"`
+	Stats      *SyncStats       `json:"stats,omitempty"`
+	Sync       *SyncRunProgress `json:"sync,omitempty"` // see syncrun_progress.go
 
 	DurationMs int64      `json:"durationMs"`
 	ErrorClass string     `json:"errorClass,omitempty"`

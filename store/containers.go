@@ -7,16 +7,18 @@ import (
 )
 
 // Containers lists every container the product uses, with the partition keys
-// the seed architecture fixes. Providers and the catalog are small, global
-// reference data partitioned by category, so they alone may be queried across
-// partitions; executions expire after the retention period.
+// the seed architecture fixes. Cross-partition queries (filters only) are
+// allowed where a reader must see every partition: providers and the catalog
+// (small, global reference data), sync tasks (the scheduler lists every
+// tenant's due tasks) and poison messages (operators). Executions expire after
+// the retention period.
 func Containers(executionRetention time.Duration) []ContainerSpec {
 	return []ContainerSpec{
 		{Name: domain.ContainerProviders, PartitionKey: domain.PartitionKeyCategory, CrossPartition: true},
 		{Name: domain.ContainerIntegrations, PartitionKey: domain.PartitionKeyTenantID},
 		{Name: domain.ContainerConnections, PartitionKey: domain.PartitionKeyIntegration},
 		{Name: domain.ContainerWebhooks, PartitionKey: domain.PartitionKeyTenantID},
-		{Name: domain.ContainerSyncTasks, PartitionKey: domain.PartitionKeyTenantID},
+		{Name: domain.ContainerSyncTasks, PartitionKey: domain.PartitionKeyTenantID, CrossPartition: true}, // the scheduler lists due tasks of every tenant
 		{Name: domain.ContainerExecutions, PartitionKey: domain.PartitionKeyTenantID, TTL: executionRetention},
 		{Name: domain.ContainerConflicts, PartitionKey: domain.PartitionKeyTenantID},
 		{Name: domain.ContainerCatalog, PartitionKey: domain.PartitionKeyCategory, CrossPartition: true},

@@ -1,0 +1,201 @@
+package syncrun_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/castiel/integration-manager/connector/fakeapi"
+	"github.com/castiel/integration-manager/domain"
+	"github.com/castiel/integration-manager/handlers/syncrun"
+)
+
+// The sync goal: a pull through the whole handler (connector, mapping,
+// hashing, sync state and shard writes on the embedded store, checkpoints)
+// at no less than 80 % of a plain paged read of the same API. Both are
+// measured in the same run against the same fake API and data.
+const (
+	benchRecords  = 100_000
+	benchPageSize = 1000
+)
+
+// rawPagedRead pages the fake with plain net/http and encoding/json, doing
+// nothing with the records: the ceiling a sync run is held against.
+func rawPagedRead(b *testing.B, srv *fakeapi.Server) time.Duration {
+	b.Helper()
+	hc := &http.Client{}
+	start := time.Now()
+	n, cursor := 0, ""
+	for {
+		q := url.Values{"limit": {fmt.Sprint(benchPageSize)}}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/contacts?"+q.Encode(), nil)
+		req.Header.Set("X-API-Key", fakeapi.APIKey)
+		resp, err := hc.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var body struct {
+			Data []map[string]any `json:"data"`
+			Meta struct {
+				NextCursor *string `json:"next_cursor"`
+			} `json:"meta"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("raw page: status %d, %v", resp.StatusCode, err)
+		}
+		n += len(body.Data)
+		if body.Meta.NextCursor == nil {
+			break
+		}
+		cursor = *body.Meta.NextCursor
+	}
+	if n != benchRecords {
+		b.Fatalf("raw read %d records, want %d", n, benchRecords)
+	}
+	return time.Since(start)
+}
+
+// BenchmarkPull100k: the first full pull of 100,000 records (every record
+// new: a shard write and a state write each), then an incremental re-read
+// after a reset (every record read, hashed and compared; nothing written).
+func BenchmarkPull100k(b *testing.B) {
+	var raw, first, again time.Duration
+	for i := range b.N {
+		b.StopTimer()
+		hs := newHarness(b, harnessConfig{
+			fake:    fakeapi.Options{Mode: fakeapi.Mode{Auth: fakeapi.AuthAPIKeyHeader, PageSize: benchPageSize}},
+			opts:    syncrun.Options{Concurrency: 1000},
+			logNone: true,
+		})
+		hs.srv.SeedN(entity, benchRecords)
+		hs.task("st-bench", domain.DirectionPull, domain.ModeFullRefresh)
+		b.StartTimer()
+
+		raw += rawPagedRead(b, hs.srv)
+
+		start := time.Now()
+		e := hs.run(fmt.Sprintf("run-%d", i), "st-bench")
+		first += time.Since(start)
+		if e.Status != domain.ExecCompleted || stats(e).Added != benchRecords {
+			b.Fatalf("bench run: status %s, stats %+v", e.Status, stats(e))
+		}
+
+		start = time.Now()
+		e = hs.run(fmt.Sprintf("again-%d", i), "st-bench")
+		again += time.Since(start)
+		if e.Status != domain.ExecCompleted || stats(e).Unchanged != benchRecords {
+			b.Fatalf("bench re-run: status %s, stats %+v", e.Status, stats(e))
+		}
+	}
+	rate := func(d time.Duration) float64 { return float64(benchRecords*b.N) / d.Seconds() }
+	b.ReportMetric(rate(raw), "raw_records/s")
+	b.ReportMetric(rate(first), "pull_records/s")
+	b.ReportMetric(rate(again), "resync_records/s")
+	b.ReportMetric(100*rate(first)/rate(raw), "pull_%_of_raw")
+	b.ReportMetric(100*rate(again)/rate(raw), "resync_%_of_raw")
+}
+
+// rawPost creates n records in srv with plain net/http, 16 at a time (the
+// worker's default MaxWrites): the ceiling of a push.
+func rawPost(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
+	b.Helper()
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	ids := make(chan int, 1024)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range ids {
+				body := fmt.Sprintf(`{"id":"raw-%d","name":"Raw %d","email":"raw%d@example.com"}`, i, i, i)
+				resp, err := hc.Post(srv.URL+"/api/contacts", "application/json", strings.NewReader(body))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusCreated {
+					b.Errorf("raw create: HTTP %d", resp.StatusCode)
+					return
+				}
+			}
+		}()
+	}
+	for i := range n {
+		ids <- i
+	}
+	close(ids)
+	wg.Wait()
+	return time.Since(start)
+}
+
+// BenchmarkPush100k: 100,000 records created in Castiel pushed to the API
+// through the whole handler (shard walk, state read, mapping, POST, state
+// write), beside plain concurrent POSTs of as many records to the same kind
+// of fake API.
+func BenchmarkPush100k(b *testing.B) {
+	var raw, push time.Duration
+	for i := range b.N {
+		b.StopTimer()
+		hs := newHarness(b, harnessConfig{
+			fake:    fakeapi.Options{Mode: fakeapi.Mode{PageSize: benchPageSize}},
+			logNone: true,
+		})
+		rawSrv := fakeapi.New(b, fakeapi.Options{Mode: fakeapi.Mode{PageSize: benchPageSize}})
+		seedShard(b, hs, benchRecords)
+		hs.task("st-bench", domain.DirectionPush, domain.ModeIncremental)
+		b.StartTimer()
+
+		raw += rawPost(b, rawSrv, benchRecords)
+
+		start := time.Now()
+		e := hs.run(fmt.Sprintf("run-%d", i), "st-bench")
+		push += time.Since(start)
+		if e.Status != domain.ExecCompleted || stats(e).Added != benchRecords {
+			b.Fatalf("bench push: status %s, stats %+v", e.Status, stats(e))
+		}
+	}
+	rate := func(d time.Duration) float64 { return float64(benchRecords*b.N) / d.Seconds() }
+	b.ReportMetric(rate(raw), "raw_post_records/s")
+	b.ReportMetric(rate(push), "push_records/s")
+	b.ReportMetric(100*rate(push)/rate(raw), "push_%_of_raw")
+}
+
+// seedShard puts n Castiel records, concurrently.
+func seedShard(b *testing.B, hs *harness, n int) {
+	b.Helper()
+	keys := make(chan int, 1024)
+	var wg sync.WaitGroup
+	for range 256 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range keys {
+				rec := internalRecord(fmt.Sprintf("Local %d", i), fmt.Sprintf("local%d@example.com", i))
+				if _, err := hs.shards.Local.Put(context.Background(), tenant, entity, fmt.Sprintf("l%07d", i), rec); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	for i := range n {
+		keys <- i
+	}
+	close(keys)
+	wg.Wait()
+}
