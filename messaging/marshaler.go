@@ -31,6 +31,8 @@ func (m headerMarshaler) Marshal(msg *message.Message) (amqp.Publishing, error) 
 	if err != nil {
 		return p, err
 	}
+	// Only the subscriber that receives a message may say it is a first delivery.
+	delete(p.Headers, metaFirstDelivery)
 	p.MessageId = msg.UUID
 	p.Type = msg.Metadata.Get(MetaType)
 	p.CorrelationId = msg.Metadata.Get(MetaCorrelation)

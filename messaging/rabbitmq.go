@@ -534,6 +534,9 @@ func (s *rabbitSubscriber) deliver(ctx context.Context, stop <-chan struct{}, d 
 	}
 	if d.Redelivered {
 		msg.Metadata.Set(wamqp.MetadataRedeliveredKey, "true")
+		delete(msg.Metadata, metaFirstDelivery)
+	} else {
+		msg.Metadata.Set(metaFirstDelivery, "true")
 	}
 	msgCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()

@@ -107,14 +107,20 @@ func (m middlewares) outcome(h message.HandlerFunc) message.HandlerFunc {
 		start := time.Now()
 		topic := message.SubscribeTopicFromCtx(msg.Context())
 		handler := handlerRole(message.HandlerNameFromCtx(msg.Context()))
-		log := m.log.With().
-			Str("messageId", msg.UUID).
-			Str("tenantId", msg.Metadata.Get(MetaTenantID)).
-			Str("correlationId", msg.Metadata.Get(MetaCorrelation)).
-			Str("topic", topic).
-			Str("handler", handler).
-			Str("type", msg.Metadata.Get(MetaType)).
-			Logger()
+		// The message's log context is built only when a line is written: at the
+		// usual levels a handled message logs nothing, and building it for every
+		// message cost allocations on the hot path.
+		logger := func() *zerolog.Logger {
+			l := m.log.With().
+				Str("messageId", msg.UUID).
+				Str("tenantId", msg.Metadata.Get(MetaTenantID)).
+				Str("correlationId", msg.Metadata.Get(MetaCorrelation)).
+				Str("topic", topic).
+				Str("handler", handler).
+				Str("type", msg.Metadata.Get(MetaType)).
+				Logger()
+			return &l
+		}
 
 		defer func() {
 			if r := recover(); r != nil {
@@ -122,14 +128,17 @@ func (m middlewares) outcome(h message.HandlerFunc) message.HandlerFunc {
 			}
 			switch {
 			case err == nil:
-				log.Debug().Dur("took", time.Since(start)).Msg("message handled")
+				if m.log.GetLevel() <= zerolog.DebugLevel && zerolog.GlobalLevel() <= zerolog.DebugLevel {
+					logger().Debug().Dur("took", time.Since(start)).Msg("message handled")
+				}
 			case !IsPermanent(err):
-				log.Warn().Err(err).Dur("took", time.Since(start)).Msg("transient failure; message returned to its queue for a later attempt")
+				logger().Warn().Err(err).Dur("took", time.Since(start)).Msg("transient failure; message returned to its queue for a later attempt")
 			case msg.Metadata.Get(MetaPoisonReason) != "":
 				// Already a poison message: poisoning it again would loop forever.
-				log.Error().Err(err).Msg("poison consumer failed permanently; message acked and dropped")
+				logger().Error().Err(err).Msg("poison consumer failed permanently; message acked and dropped")
 				produced, err = nil, nil
 			default:
+				log := logger()
 				if perr := m.publishPoison(msg, err, topic, handler); perr != nil {
 					log.Error().Err(perr).AnErr("reason", err).Msg("cannot publish to the poison topic; message returned to its queue")
 					produced, err = nil, fmt.Errorf("publish to poison topic: %w", perr)
@@ -187,6 +196,10 @@ func (m middlewares) retry(h message.HandlerFunc) message.HandlerFunc {
 		b.MaxElapsedTime = m.policy.RetryMaxElapsed
 		b.Reset()
 		for attempt := 1; ; attempt++ {
+			if attempt > 1 {
+				// The earlier attempt may have done part of the work.
+				delete(msg.Metadata, metaFirstDelivery)
+			}
 			produced, err := h(msg)
 			// Each attempt starts from the delivery's context, not the last attempt's.
 			msg.SetContext(ctx)

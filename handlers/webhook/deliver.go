@@ -19,7 +19,13 @@ import (
 // The order makes it idempotent and crash-safe:
 //  1. An attempt whose record exists was made already (this is a redelivered
 //     message): the endpoint is not called again; the follow-ups derived from
-//     the record are published again and the message acked.
+//     the record are published again and the message acked. The record is
+//     read only when the message may have been handled before
+//     (messaging.MayBeDuplicate: a broker redelivery, an in-process retry, a
+//     copy marked by its producer, or a transport that cannot tell). A first
+//     delivery of an unmarked message was never handled, so its record cannot
+//     exist unless another copy of the command, published by a run that failed
+//     before its ack, overtook it; step 3 settles that case.
 //  2. Otherwise the endpoint is called (unless the endpoint is disabled, no
 //     longer wants the event, or must be spared: breaker open, rate limit, too
 //     many attempts in flight — then the delivery is deferred through the
@@ -27,7 +33,12 @@ import (
 //     is used up).
 //  3. The attempt is recorded with create-if-absent. If a duplicate copy of
 //     the message recorded it first (ErrConflict), that copy owns the
-//     follow-ups and this one is just acked.
+//     follow-ups and this one is just acked. The owner publishes them before
+//     its ack; if it fails or crashes first, its message runs again (retried
+//     in process or redelivered), reads the record and publishes them. So
+//     skipping step 1's read never loses a follow-up or an attempt record; at
+//     worst that rare overtaking copy calls the endpoint a second time with
+//     the same webhook-id, which at-least-once delivery allows.
 //  4. Follow-ups: the endpoint's health bookkeeping (or its disabling), the
 //     result event, and the next attempt through the Delayer. Then the ack.
 //
@@ -43,16 +54,18 @@ func (d *Dispatcher) HandleDeliver(msg *message.Message) error {
 		return messaging.Permanent(err)
 	}
 	ctx := msg.Context()
-	id := domain.AttemptExecutionID(cmd.DeliveryID, cmd.Attempt)
-	prev, _, err := d.attempts.Get(ctx, cmd.TenantID, id)
-	switch {
-	case err == nil:
-		d.metrics.redelivered.Inc()
-		d.log.Debug().Str("tenantId", cmd.TenantID).Str("deliveryId", cmd.DeliveryID).Int("attempt", cmd.Attempt).
-			Msg("attempt already recorded; re-publishing its follow-ups without calling the endpoint")
-		return d.settle(ctx, cmd, prev, true)
-	case !errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("read attempt %d of delivery %s: %w", cmd.Attempt, cmd.DeliveryID, err)
+	if messaging.MayBeDuplicate(msg) {
+		id := domain.AttemptExecutionID(cmd.DeliveryID, cmd.Attempt)
+		prev, _, err := d.attempts.Get(ctx, cmd.TenantID, id)
+		switch {
+		case err == nil:
+			d.metrics.redelivered.Inc()
+			d.log.Debug().Str("tenantId", cmd.TenantID).Str("deliveryId", cmd.DeliveryID).Int("attempt", cmd.Attempt).
+				Msg("attempt already recorded; re-publishing its follow-ups without calling the endpoint")
+			return d.settle(ctx, msg, cmd, prev, true)
+		case !errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("read attempt %d of delivery %s: %w", cmd.Attempt, cmd.DeliveryID, err)
+		}
 	}
 
 	e, err := d.endpoint(ctx, cmd.TenantID, cmd.WebhookID)
@@ -60,7 +73,7 @@ func (d *Dispatcher) HandleDeliver(msg *message.Message) error {
 		return err
 	}
 	if rec, skip := d.notAttempted(cmd, e.ep); skip {
-		return d.record(ctx, cmd, rec)
+		return d.record(ctx, msg, cmd, rec)
 	}
 	lease, def := d.health.acquire(endpointKey(cmd.TenantID, cmd.WebhookID), e.ep.RateLimitPerSecond, d.opts.Now())
 	if def != nil {
@@ -83,7 +96,7 @@ func (d *Dispatcher) HandleDeliver(msg *message.Message) error {
 		lease.release(nil)
 	}
 	d.metrics.duration.Observe(out.finished.Sub(out.started).Seconds())
-	return d.record(ctx, cmd, d.attemptRecord(cmd, e.ep, out, dec))
+	return d.record(ctx, msg, cmd, d.attemptRecord(cmd, e.ep, out, dec))
 }
 
 func (d *Dispatcher) policy() domain.RetryPolicy {
@@ -162,7 +175,7 @@ func (d *Dispatcher) attemptRecord(cmd domain.DeliverWebhook, ep domain.WebhookE
 }
 
 // record stores the attempt (create-if-absent), then publishes its follow-ups.
-func (d *Dispatcher) record(ctx context.Context, cmd domain.DeliverWebhook, rec domain.DeliveryAttempt) error {
+func (d *Dispatcher) record(ctx context.Context, msg *message.Message, cmd domain.DeliverWebhook, rec domain.DeliveryAttempt) error {
 	if _, err := d.attempts.Create(ctx, rec); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			// A duplicate copy of this message recorded the attempt first and owns its follow-ups.
@@ -178,7 +191,7 @@ func (d *Dispatcher) record(ctx context.Context, cmd domain.DeliverWebhook, rec 
 	ev.Str("tenantId", rec.TenantID).Str("webhookId", rec.WebhookID).Str("deliveryId", rec.DeliveryID).
 		Int("attempt", rec.Attempt).Str("status", string(rec.Status)).Str("errorClass", rec.ErrorClass).
 		Int("responseStatus", rec.ResponseStatus).Int64("durationMs", rec.DurationMs).Msg("delivery attempt recorded")
-	return d.settle(ctx, cmd, rec, false)
+	return d.settle(ctx, msg, cmd, rec, false)
 }
 
 // settle publishes what follows from a recorded attempt. It runs again, from
@@ -186,7 +199,7 @@ func (d *Dispatcher) record(ctx context.Context, cmd domain.DeliverWebhook, rec 
 // step is safe to repeat: the endpoint update is conditional on its current
 // state, and events and the next attempt may be published twice (the next
 // attempt's deterministic id makes a duplicate harmless).
-func (d *Dispatcher) settle(ctx context.Context, cmd domain.DeliverWebhook, rec domain.DeliveryAttempt, redelivered bool) error {
+func (d *Dispatcher) settle(ctx context.Context, msg *message.Message, cmd domain.DeliverWebhook, rec domain.DeliveryAttempt, redelivered bool) error {
 	switch {
 	case rec.DisablesEndpoint != "":
 		if err := d.disable(ctx, rec, redelivered); err != nil {
@@ -201,7 +214,7 @@ func (d *Dispatcher) settle(ctx context.Context, cmd domain.DeliverWebhook, rec 
 		return err
 	}
 	if rec.Status == domain.ExecFailedRetrying && rec.NextAttemptAt != nil {
-		return d.scheduleNext(ctx, cmd, rec)
+		return d.scheduleNext(ctx, msg, cmd, rec)
 	}
 	return nil
 }
@@ -334,7 +347,7 @@ func (d *Dispatcher) send(ctx context.Context, tenantID string, ev domain.Messag
 
 // scheduleNext publishes the next attempt through the Delayer, due at the
 // record's NextAttemptAt.
-func (d *Dispatcher) scheduleNext(ctx context.Context, cmd domain.DeliverWebhook, rec domain.DeliveryAttempt) error {
+func (d *Dispatcher) scheduleNext(ctx context.Context, msg *message.Message, cmd domain.DeliverWebhook, rec domain.DeliveryAttempt) error {
 	next := cmd
 	next.Attempt = rec.Attempt + 1
 	delay := max(rec.NextAttemptAt.Sub(d.now()), 0)
@@ -345,6 +358,7 @@ func (d *Dispatcher) scheduleNext(ctx context.Context, cmd domain.DeliverWebhook
 	if err != nil {
 		return messaging.Permanent(err)
 	}
+	messaging.MarkMaybeDuplicate(msg, m)
 	applied, err := d.delayer.Delay(ctx, Role, messaging.TopicCmdWebhookDeliver, m, delay)
 	if err != nil {
 		return fmt.Errorf("schedule attempt %d of delivery %s: %w", next.Attempt, cmd.DeliveryID, err)
@@ -366,6 +380,8 @@ func (d *Dispatcher) notBefore(delay time.Duration) time.Duration {
 // deferDelivery puts the delivery back through the Delayer with the same
 // attempt number: nothing is recorded and no attempt is used up.
 func (d *Dispatcher) deferDelivery(ctx context.Context, msg *message.Message, cmd domain.DeliverWebhook, def deferral) error {
+	// The deferred copy arrives as a first delivery: keep what this one knew.
+	messaging.MarkMaybeDuplicate(msg, msg)
 	applied, err := d.delayer.Delay(ctx, Role, messaging.TopicCmdWebhookDeliver, msg, def.delay)
 	if err != nil {
 		return fmt.Errorf("defer delivery %s (%s): %w", cmd.DeliveryID, def.reason, err)

@@ -57,6 +57,9 @@ func (d *Dispatcher) HandlePublishEvent(msg *message.Message) error {
 	if len(out) == 0 {
 		return d.recordNoMatch(msg, ev)
 	}
+	// A redelivered event may have been fanned out already: its deliveries then
+	// check for their record before calling the endpoint.
+	messaging.MarkMaybeDuplicate(msg, out...)
 	if first := d.opts.Schedule[0]; first > 0 {
 		// A schedule that waits before the first attempt: each goes through the Delayer.
 		for _, m := range out {
