@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 
 	"github.com/castiel/integration-manager/domain"
 )
@@ -42,7 +41,6 @@ func (c *Client) Delete(ctx context.Context, entity, id string) error {
 	if err != nil {
 		return err
 	}
-	gone := func(s int) bool { return s == http.StatusNotFound || s == http.StatusGone }
 	_, err = c.write(ctx, "delete "+entity, e.Delete, map[string]string{"id": id}, nil, gone)
 	return err
 }

@@ -100,6 +100,7 @@ func validProvider() Provider {
 			Name: "contacts", ListPath: "/crm/v3/objects/contacts", PrimaryKey: "id",
 			CursorParam: "updated_since", CursorField: "properties.lastmodifieddate", CursorFormat: TimeRFC3339,
 			DeletedFlagField: "archived", DeletedPath: "/crm/v3/objects/contacts/archived",
+			Get:    &RequestSpec{Method: "GET", Path: "/crm/v3/objects/contacts/{id}"},
 			Create: &RequestSpec{Method: "POST", Path: "/crm/v3/objects/contacts"},
 			Update: &RequestSpec{Method: "PATCH", Path: "/crm/v3/objects/contacts/{id}"},
 			Delete: &RequestSpec{Method: "DELETE", Path: "/crm/v3/objects/contacts/{id}"},

@@ -144,6 +144,7 @@ type EntityDef struct {
 	CursorFormat     TimeFormat   `json:"cursorFormat,omitempty"`
 	DeletedFlagField string       `json:"deletedFlagField,omitempty"` // record field that is true when deleted
 	DeletedPath      string       `json:"deletedPath,omitempty"`      // list endpoint of deleted records
+	Get              *RequestSpec `json:"get,omitempty"`              // read one record: a GET with {id} (the conflict resolver reads with it)
 	Create           *RequestSpec `json:"create,omitempty"`
 	Update           *RequestSpec `json:"update,omitempty"`
 	Delete           *RequestSpec `json:"delete,omitempty"`
@@ -152,7 +153,8 @@ type EntityDef struct {
 // SupportsIncremental reports whether the entity can be read by changes only.
 func (e EntityDef) SupportsIncremental() bool { return e.CursorParam != "" && e.CursorField != "" }
 
-// RequestSpec is a write request; Path is a template such as "/contacts/{id}".
+// RequestSpec is a request for one record (a write, or EntityDef.Get); Path
+// is a template such as "/contacts/{id}".
 type RequestSpec struct {
 	Method string `json:"method"`
 	Path   string `json:"path"`
@@ -299,6 +301,9 @@ func (e EntityDef) Validate() error {
 	}
 	checkDottedPath(&ve, "deletedFlagField", e.DeletedFlagField, false)
 	checkPathTemplate(&ve, "deletedPath", e.DeletedPath, false)
+	if e.Get != nil {
+		ve.Merge("get", e.Get.validateGet())
+	}
 	for _, w := range []struct {
 		field string
 		spec  *RequestSpec
@@ -310,6 +315,18 @@ func (e EntityDef) Validate() error {
 	return ve.Err()
 }
 
+// validateGet checks a read of one record: a GET whose path names the record.
+func (r RequestSpec) validateGet() error {
+	var ve ValidationError
+	checkEnum(&ve, "method", r.Method, "GET")
+	checkPathTemplate(&ve, "path", r.Path, true)
+	if r.Path != "" && !strings.Contains(r.Path, "{id}") {
+		ve.Add("path", "must contain {id}, the record's id")
+	}
+	return ve.Err()
+}
+
+// Validate checks a write request.
 func (r RequestSpec) Validate() error {
 	var ve ValidationError
 	checkEnum(&ve, "method", r.Method, "POST", "PUT", "PATCH", "DELETE")

@@ -24,40 +24,48 @@ const (
 )
 
 type fixture struct {
-	db      *embedded.Backend
-	srv     *fakeapi.Server
-	secrets *secrets.Local
-	credRef string
-	ints    *store.Repository[domain.Integration]
-	provs   *store.Repository[domain.Provider]
-	conns   *store.Repository[domain.Connection]
-	f       *integrations.Factory
+	db        *embedded.Backend
+	secretsDB *embedded.Backend // Secret Management's own store (secrets.Local)
+	srv       *fakeapi.Server
+	secrets   *secrets.Local
+	credRef   string
+	ints      *store.Repository[domain.Integration]
+	provs     *store.Repository[domain.Provider]
+	conns     *store.Repository[domain.Connection]
+	f         *integrations.Factory
 }
 
 // newFixture installs and connects an integration to a fake API with OAuth2
 // refresh-token auth, on the real embedded store and local secret store.
 func newFixture(t *testing.T, auth fakeapi.AuthMode) *fixture {
 	t.Helper()
-	db, err := embedded.Open(filepath.Join(t.TempDir(), "db"), store.Containers(time.Hour))
-	if err != nil {
-		t.Fatal(err)
+	openDB := func(name string) *embedded.Backend {
+		db, err := embedded.Open(filepath.Join(t.TempDir(), name), store.Containers(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = db.Close() })
+		return db
 	}
-	t.Cleanup(func() { _ = db.Close() })
-	open := func(name string) store.Container {
+	// Secrets live in a store of their own so a test can take Secret
+	// Management down without the integrations store.
+	db, secretsDB := openDB("db"), openDB("secrets")
+	container := func(db *embedded.Backend, name string) store.Container {
 		c, err := db.Container(name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
+	open := func(name string) store.Container { return container(db, name) }
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	local, err := secrets.NewLocal(open(store.LocalSecretsContainer), key)
+	local, err := secrets.NewLocal(container(secretsDB, store.LocalSecretsContainer), key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fx := &fixture{
-		db: db, secrets: local,
+		db: db, secretsDB: secretsDB, secrets: local,
 		srv:   fakeapi.New(t, fakeapi.Options{Mode: fakeapi.Mode{Auth: auth, PageSize: 5}}),
 		ints:  store.NewRepository[domain.Integration](open(domain.ContainerIntegrations)),
 		provs: store.NewRepository[domain.Provider](open(domain.ContainerProviders)),

@@ -254,6 +254,7 @@ func Provider(serverURL string, mode Mode) domain.Provider {
 			CursorFormat:     domain.TimeRFC3339,
 			DeletedFlagField: "deleted",
 			DeletedPath:      "/" + name + "/deleted",
+			Get:              &domain.RequestSpec{Method: http.MethodGet, Path: "/" + name + "/{id}"},
 			Create:           &domain.RequestSpec{Method: http.MethodPost, Path: "/" + name},
 			Update:           &domain.RequestSpec{Method: http.MethodPatch, Path: "/" + name + "/{id}"},
 			Delete:           &domain.RequestSpec{Method: http.MethodDelete, Path: "/" + name + "/{id}"},

@@ -2,7 +2,6 @@ package syncrun
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -26,14 +25,11 @@ func (e *recordFailure) Unwrap() error { return e.err }
 
 // pullOne syncs one record read from the external API.
 func (r *run) pullOne(ctx context.Context, key string, raw map[string]any, tombstone bool) error {
-	ext := &domain.SideRecord{Deleted: true, ModifiedAt: r.modifiedAt(raw)}
-	if !tombstone && !r.client.IsDeleted(r.entity.Name, raw) {
-		mapped, err := domain.ApplyMapping(r.task.Mapping, raw, domain.MapToInternal)
-		if err != nil {
-			r.fail(key, "", err)
-			return nil
-		}
-		ext = &domain.SideRecord{Data: mapped, Hash: domain.ContentHash(mapped), ModifiedAt: ext.ModifiedAt}
+	deleted := tombstone || r.client.IsDeleted(r.entity.Name, raw)
+	ext, err := domain.ExternalSideRecord(r.entity, r.task.Mapping, raw, deleted)
+	if err != nil {
+		r.fail(key, "", err)
+		return nil
 	}
 	return r.reconcile(ctx, key, ext, nil, true)
 }
@@ -287,7 +283,7 @@ func (r *run) pushWrite(ctx context.Context, key string, action domain.SyncActio
 	if err != nil {
 		mapped = side.Data
 	}
-	after := &domain.SideRecord{Data: mapped, Hash: domain.ContentHash(mapped), ModifiedAt: r.modifiedAt(resp)}
+	after := &domain.SideRecord{Data: mapped, Hash: domain.ContentHash(mapped), ModifiedAt: r.entity.ModifiedAt(resp)}
 	if action == domain.ActionPushAdd {
 		if id, err := r.client.RecordID(r.entity.Name, resp); err == nil && id != key {
 			return after, id, nil
@@ -373,33 +369,6 @@ func (r *run) supersede(ctx context.Context, id string, now time.Time) error {
 		return fmt.Errorf("mark conflict %s superseded: %w", id, err)
 	}
 	return nil
-}
-
-// modifiedAt reads the record's cursor field as a time (zero if none).
-func (r *run) modifiedAt(raw map[string]any) time.Time {
-	if r.entity.CursorField == "" || raw == nil {
-		return time.Time{}
-	}
-	v, ok := domain.GetPath(raw, r.entity.CursorField)
-	if !ok {
-		return time.Time{}
-	}
-	var s string
-	switch v := v.(type) {
-	case string:
-		s = v
-	case json.Number:
-		s = v.String()
-	case float64:
-		s = fmt.Sprint(int64(v))
-	default:
-		return time.Time{}
-	}
-	t, err := r.entity.CursorFormat.Parse(s)
-	if err != nil {
-		return time.Time{}
-	}
-	return t.UTC()
 }
 
 // writing runs one write to the external API within MaxWrites.
