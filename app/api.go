@@ -42,6 +42,9 @@ type Part int
 const (
 	PartAPI Part = iota
 	PartDispatcher
+	PartSyncWorker
+	PartScheduler
+	PartConflictResolver
 )
 
 // Process is a started set of parts on one store and one broker connection.
@@ -53,6 +56,7 @@ type Process struct {
 	router    *message.Router
 	servers   []*httpServer
 	closers   []func() error
+	loops     []func(context.Context) error // run beside the router until ctx ends
 
 	// APIAddr is the address the API really listens on (with PartAPI).
 	APIAddr string
@@ -110,6 +114,22 @@ func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts
 				return nil, err
 			}
 			p.closers = append(p.closers, d.Close)
+		case PartSyncWorker:
+			closeAudit, err := buildSyncWorker(cfg, logger, p.backend, p.transport, p.router)
+			if err != nil {
+				return nil, err
+			}
+			p.closers = append(p.closers, closeAudit)
+		case PartScheduler:
+			loop, err := buildScheduler(cfg, logger, p.backend, p.transport)
+			if err != nil {
+				return nil, err
+			}
+			p.loops = append(p.loops, loop)
+		case PartConflictResolver:
+			if err := buildConflictResolver(cfg, logger, p.backend, p.transport, p.router, registry); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return p, nil
@@ -118,7 +138,7 @@ func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts
 // Run serves until ctx ends, then shuts everything down in order.
 func (p *Process) Run(ctx context.Context) error {
 	defer p.close()
-	return run(ctx, p.cfg, p.logger, p.router, p.servers)
+	return run(ctx, p.cfg, p.logger, p.router, p.servers, p.loops)
 }
 
 func (p *Process) close() {

@@ -16,12 +16,22 @@ import (
 // run serves until ctx ends or a part fails, then stops in order: HTTP servers
 // first (no new commands), then the router (in-flight messages finish or return
 // to their queues). The caller closes the transport and the store afterwards.
-func run(ctx context.Context, cfg *config.Config, logger zerolog.Logger, router *message.Router, servers []*httpServer) error {
+func run(ctx context.Context, cfg *config.Config, logger zerolog.Logger, router *message.Router, servers []*httpServer, loops []func(context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	var wg sync.WaitGroup
-	errs := make(chan error, len(servers)+1)
+	errs := make(chan error, len(servers)+len(loops)+2)
+	for _, loop := range loops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := loop(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				errs <- err
+				cancel()
+			}
+		}()
+	}
 	for _, s := range servers {
 		wg.Add(1)
 		go func() {
