@@ -69,7 +69,26 @@ func (a *api) listConflicts(c *call) error {
 	if err != nil {
 		return err
 	}
-	return c.respondList(items, next)
+	views := make([]conflictView, len(items))
+	for i, cf := range items {
+		views[i] = viewConflict(cf)
+	}
+	return c.respondList(views, next)
+}
+
+// conflictView is a conflict with its field-by-field diff (base, external,
+// internal), what a person needs to decide.
+type conflictView struct {
+	domain.Conflict
+	Diff []domain.FieldDiff `json:"diff"`
+}
+
+func viewConflict(cf domain.Conflict) conflictView {
+	diff := domain.DiffConflict(cf)
+	if diff == nil {
+		diff = []domain.FieldDiff{}
+	}
+	return conflictView{Conflict: cf, Diff: diff}
 }
 
 func (a *api) getConflict(c *call) error {
@@ -81,7 +100,7 @@ func (a *api) getConflict(c *call) error {
 	if err != nil {
 		return orNotFound(err, "the conflict")
 	}
-	return c.respond(http.StatusOK, etag, cf)
+	return c.respond(http.StatusOK, etag, viewConflict(cf))
 }
 
 // resolveConflict enqueues a person's decision for the conflict resolver.

@@ -300,3 +300,33 @@ func TestPoison_ListAndRepublishForOperators(t *testing.T) {
 		t.Errorf("republished %v", h.poison.republished)
 	}
 }
+
+// A person deciding a conflict sees, field by field, the base and both sides.
+func TestConflicts_ShowAFieldByFieldDiff(t *testing.T) {
+	h := newHarness(t)
+	w := h.seed()
+	a := w.tenants[tenantA]
+	if _, _, err := h.api.conflicts.Update(t.Context(), tenantA, a.conflict, func(c *domain.Conflict) error {
+		c.Base = map[string]any{"email": "old@x.io", "name": "Ada"}
+		c.External = map[string]any{"email": "ext@x.io", "name": "Ada"}
+		c.Internal = map[string]any{"email": "int@x.io", "name": "Ada"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Diff []struct {
+			Field                            string
+			ExternalChanged, InternalChanged bool
+		}
+	}
+	h.must(200, "GET", v1+"/conflicts/"+a.conflict, tokViewerA, nil).json(t, &got)
+	if len(got.Diff) != 1 || got.Diff[0].Field != "email" || !got.Diff[0].ExternalChanged || !got.Diff[0].InternalChanged {
+		t.Errorf("diff %+v, want only email, changed on both sides", got.Diff)
+	}
+	var list struct{ Items []struct{ Diff []any } }
+	h.must(200, "GET", v1+"/conflicts?status=pending", tokViewerA, nil).json(t, &list)
+	if len(list.Items) != 1 || len(list.Items[0].Diff) != 1 {
+		t.Errorf("the pending list does not carry the diff: %+v", list.Items)
+	}
+}
