@@ -208,3 +208,11 @@ func (p ConflictPolicy) Validate() error {
 	checkDuration(&ve, "clockSkewMargin", p.ClockSkewMargin, 0, MaxClockSkewMargin)
 	return ve.Err()
 }
+
+// Reset forgets the task's checkpoint so the next run re-reads everything from
+// the start; the per-record sync state is kept, so only real changes are
+// written and concurrent edits are still detected.
+func (t *SyncTask) Reset(now time.Time) {
+	t.Checkpoint = Checkpoint{UpdatedAt: now}
+	t.UpdatedAt = now
+}

@@ -78,6 +78,7 @@ func isolationCases() map[string]isolationCase {
 		"PUT /api/v1/sync-tasks/{id}":              {want: 404, body: func(a, _ *tenantWorld) any { return validSyncTask(a.integration) }},
 		"DELETE /api/v1/sync-tasks/{id}":           {want: 404},
 		"POST /api/v1/sync-tasks/{id}/runs":        {want: 404},
+		"POST /api/v1/sync-tasks/{id}/reset":       {want: 404},
 		"POST /api/v1/events":                      {path: fixed(v1 + "/events"), want: 400, body: withVictimTenant(map[string]any{"type": "contact.updated", "data": map[string]any{}})},
 		"GET /api/v1/conflicts":                    {path: fixed(v1 + "/conflicts?status=pending"), want: 200},
 		"GET /api/v1/conflicts/{id}":               {want: 404},

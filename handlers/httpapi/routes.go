@@ -139,6 +139,7 @@ func (a *api) routes() []route {
 		{method: put, path: v1 + "/sync-tasks/{id}", summary: "Replace a sync task's definition (its checkpoint is kept)", access: accessTenantWrite, tenant: true, body: bodyJSON, request: "SyncTaskRequest", response: "SyncTask", status: 200, handle: a.putSyncTask},
 		{method: del, path: v1 + "/sync-tasks/{id}", summary: "Delete a sync task", access: accessTenantWrite, tenant: true, status: 204, handle: a.deleteSyncTask},
 		{method: post, path: v1 + "/sync-tasks/{id}/runs", summary: "Enqueue a run of the sync task", access: accessTenantWrite, tenant: true, response: "RunAccepted", status: 202, handle: a.runSyncTask},
+		{method: post, path: v1 + "/sync-tasks/{id}/reset", summary: "Forget the checkpoint: the next run re-reads everything (record state is kept, so only changes are written)", access: accessTenantWrite, tenant: true, response: "SyncTask", status: 200, handle: a.resetSyncTask},
 
 		// Events, conflicts, executions.
 		{method: post, path: v1 + "/events", summary: "Publish an event to the tenant's matching webhooks", access: accessTenantWrite, tenant: true, body: bodyJSON, request: "PublishEventRequest", response: "Accepted", status: 202, handle: a.publishEvent},

@@ -153,6 +153,22 @@ func (a *api) deleteSyncTask(c *call) error {
 	return c.noContent()
 }
 
+// resetSyncTask clears the task's checkpoint (a full re-sync that keeps record state).
+func (a *api) resetSyncTask(c *call) error {
+	id, err := c.pathID("id", "the sync task")
+	if err != nil {
+		return err
+	}
+	t, etag, err := a.syncTasks.Update(c.ctx, c.tenant(), id, func(t *domain.SyncTask) error {
+		t.Reset(a.now())
+		return nil
+	})
+	if err != nil {
+		return orNotFound(err, "the sync task")
+	}
+	return c.respond(http.StatusOK, etag, t)
+}
+
 // runSyncTask records a pending sync_run execution and enqueues RunSync; the
 // execution id is what the caller follows the run by.
 func (a *api) runSyncTask(c *call) error {

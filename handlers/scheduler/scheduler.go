@@ -204,8 +204,7 @@ func ResetTask(ctx context.Context, backend store.Backend, tenantID, taskID stri
 	}
 	now := time.Now().UTC()
 	t, _, err := store.NewRepository[domain.SyncTask](c).Update(ctx, tenantID, taskID, func(t *domain.SyncTask) error {
-		t.Checkpoint = domain.Checkpoint{UpdatedAt: now}
-		t.UpdatedAt = now
+		t.Reset(now)
 		return nil
 	})
 	if err != nil {
