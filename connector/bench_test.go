@@ -2,9 +2,6 @@ package connector_test
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
-	"net/url"
 	"testing"
 
 	"github.com/castiel/integration-manager/connector"
@@ -69,38 +66,12 @@ func BenchmarkListPages(b *testing.B) {
 // paging the same API by hand.
 func BenchmarkRawPagedRead(b *testing.B) {
 	srv := benchServer(b)
-	hc := &http.Client{}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		n, cursor := 0, ""
-		for {
-			q := url.Values{"limit": {"500"}}
-			if cursor != "" {
-				q.Set("cursor", cursor)
-			}
-			req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/contacts?"+q.Encode(), nil)
-			req.Header.Set("X-API-Key", fakeapi.APIKey)
-			resp, err := hc.Do(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			var body struct {
-				Data []map[string]any `json:"data"`
-				Meta struct {
-					NextCursor *string `json:"next_cursor"`
-				} `json:"meta"`
-			}
-			err = json.NewDecoder(resp.Body).Decode(&body)
-			resp.Body.Close()
-			if err != nil || resp.StatusCode != http.StatusOK {
-				b.Fatalf("page: status %d, %v", resp.StatusCode, err)
-			}
-			n += len(body.Data)
-			if body.Meta.NextCursor == nil {
-				break
-			}
-			cursor = *body.Meta.NextCursor
+		n, err := srv.RawPagedRead(500)
+		if err != nil {
+			b.Fatal(err)
 		}
 		if n != benchRecords {
 			b.Fatalf("read %d records, want %d", n, benchRecords)

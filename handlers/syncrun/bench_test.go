@@ -2,11 +2,9 @@ package syncrun_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -30,36 +28,10 @@ const (
 // nothing with the records: the ceiling a sync run is held against.
 func rawPagedRead(b *testing.B, srv *fakeapi.Server) time.Duration {
 	b.Helper()
-	hc := &http.Client{}
 	start := time.Now()
-	n, cursor := 0, ""
-	for {
-		q := url.Values{"limit": {fmt.Sprint(benchPageSize)}}
-		if cursor != "" {
-			q.Set("cursor", cursor)
-		}
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/contacts?"+q.Encode(), nil)
-		req.Header.Set("X-API-Key", fakeapi.APIKey)
-		resp, err := hc.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var body struct {
-			Data []map[string]any `json:"data"`
-			Meta struct {
-				NextCursor *string `json:"next_cursor"`
-			} `json:"meta"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			b.Fatalf("raw page: status %d, %v", resp.StatusCode, err)
-		}
-		n += len(body.Data)
-		if body.Meta.NextCursor == nil {
-			break
-		}
-		cursor = *body.Meta.NextCursor
+	n, err := srv.RawPagedRead(benchPageSize)
+	if err != nil {
+		b.Fatal(err)
 	}
 	if n != benchRecords {
 		b.Fatalf("raw read %d records, want %d", n, benchRecords)
