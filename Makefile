@@ -24,10 +24,11 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-## bench: store point reads/writes on both backends; API events/s and end-to-end webhook deliveries beside raw broker and HTTP loops (writes bench/results.json)
+## bench: store point reads/writes on both backends; API events/s, 100k-record sync pull/push and end-to-end webhook deliveries, each beside its raw baseline (writes bench/results.json)
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./store/embedded ./store/cosmos
 	$(GO) test -run '^$$' -bench BenchmarkAPIEvents -benchtime 5s ./app
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./connector ./handlers/syncrun
 	$(GO) test -tags bench -count=1 -run TestBench_Dispatcher -v -timeout 20m ./app | grep -E '^(\||[0-9]{4}-)'
 
 clean:
