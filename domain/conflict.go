@@ -15,7 +15,7 @@ type ConflictStatus string
 const (
 	ConflictStatusPending    ConflictStatus = "pending"
 	ConflictStatusResolved   ConflictStatus = "resolved"
-	ConflictStatusEscalated  ConflictStatus = "escalated"  // waits for a person
+	ConflictStatusEscalated  ConflictStatus = "escalated"  // legacy; an escalated conflict is now pending, its ResolutionID naming the escalation
 	ConflictStatusSuperseded ConflictStatus = "superseded" // a newer conflict on the same record replaced it
 	ConflictStatusFailed     ConflictStatus = "failed"
 )
@@ -41,7 +41,8 @@ type Conflict struct {
 	StatusReason string `json:"statusReason,omitempty"`
 	// ResolutionID is the resolution record that set the status, and
 	// Generation its generation: a status is never set by an older generation
-	// than the one that set it last.
+	// than the one that set it last. A pending conflict naming a resolution
+	// was escalated by it and waits for a person.
 	ResolutionID string    `json:"resolutionId,omitempty"`
 	Generation   int       `json:"resolutionGeneration,omitempty"`
 	DetectedAt   time.Time `json:"detectedAt"`

@@ -73,7 +73,7 @@ type verdict struct {
 
 // judge decides what message q does given the latest attempt at its
 // conflict and the conflict's status (see the package documentation).
-func (r *Resolver) judge(latest *resolutionDoc, q request, status domain.ConflictStatus, now time.Time) verdict {
+func (r *Resolver) judge(latest *resolutionDoc, q request, c domain.Conflict, now time.Time) verdict {
 	if latest == nil {
 		return verdict{kind: verdictClaim, gen: 1}
 	}
@@ -91,7 +91,7 @@ func (r *Resolver) judge(latest *resolutionDoc, q request, status domain.Conflic
 	}
 
 	found := string(latest.Outcome)
-	reflected := status == statusOf(latest.Outcome)
+	reflected := reflects(c, *latest)
 	behind := func() verdict {
 		if age < r.opts.RepairAfter {
 			return verdict{kind: verdictBusy} // its resolver is publishing the event and setting the status
@@ -126,7 +126,7 @@ func (r *Resolver) claim(ctx context.Context, log zerolog.Logger, q request, c *
 				return nil, err
 			}
 			*c = fresh
-			if found, closed := gate(c.Status, q); closed {
+			if found, closed := gate(c.Conflict, q); closed {
 				return nil, &lostError{found: found}
 			}
 		}
@@ -135,7 +135,7 @@ func (r *Resolver) claim(ctx context.Context, log zerolog.Logger, q request, c *
 			return nil, err
 		}
 		now := r.now()
-		v := r.judge(h.latest, q, c.Status, now)
+		v := r.judge(h.latest, q, c.Conflict, now)
 		switch v.kind {
 		case verdictBusy:
 			return nil, errBusy

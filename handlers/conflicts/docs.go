@@ -50,17 +50,46 @@ func redetectedID(conflictID, extHash, intHash string) string {
 	return domain.DeterministicID("cfl", conflictID, extHash, intHash)
 }
 
-// statusOf is the conflict status an outcome gives.
+// statusOf is the conflict status an outcome gives. An escalated conflict
+// is pending again, now waiting for a person (the API lists the manual queue
+// as status=pending); its resolutionId and resolutionGeneration name the
+// escalating attempt, which is what tells it from a conflict not yet
+// handled (see escalated).
 func statusOf(o domain.ResolutionOutcome) domain.ConflictStatus {
 	switch o {
 	case domain.OutcomeApplied:
 		return domain.ConflictStatusResolved
 	case domain.OutcomeEscalated:
-		return domain.ConflictStatusEscalated
+		return domain.ConflictStatusPending
 	case domain.OutcomeSuperseded:
 		return domain.ConflictStatusSuperseded
 	case domain.OutcomeFailed:
 		return domain.ConflictStatusFailed
 	}
 	return ""
+}
+
+// escalated reports whether c waits for a person's decision: pending with
+// the status set by an attempt (only an escalation leaves a conflict
+// pending), or the status "escalated" that earlier versions stored.
+func escalated(c domain.Conflict) bool {
+	switch c.Status {
+	case domain.ConflictStatusEscalated:
+		return true
+	case domain.ConflictStatusPending:
+		return c.Generation > 0 && c.ResolutionID != ""
+	}
+	return false
+}
+
+// reflects reports whether c's status was set from attempt a. An
+// escalation leaves the status pending, as it was before, so its evidence is
+// the attempt c names (resolutionId and resolutionGeneration); a legacy
+// status "escalated" counts as set.
+func reflects(c domain.Conflict, a resolutionDoc) bool {
+	if a.Outcome == domain.OutcomeEscalated {
+		return c.Status == domain.ConflictStatusEscalated ||
+			c.Status == domain.ConflictStatusPending && c.Generation == a.Generation && c.ResolutionID == a.ID
+	}
+	return c.Status == statusOf(a.Outcome)
 }

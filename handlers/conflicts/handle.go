@@ -86,7 +86,7 @@ func (r *Resolver) resolve(ctx context.Context, q request) error {
 	if err != nil {
 		return err
 	}
-	if found, closed := gate(c.Status, q); closed {
+	if found, closed := gate(c.Conflict, q); closed {
 		return r.lose(ctx, log, q, c, found)
 	}
 	task, _, err := r.tasks.Get(ctx, q.tenantID, c.SyncTaskID)
@@ -140,14 +140,16 @@ func (r *Resolver) loadConflict(ctx context.Context, q request) (conflictDoc, er
 
 // gate stops, before any work, a message its conflict's status leaves
 // nothing to do for.
-func gate(status domain.ConflictStatus, q request) (found string, closed bool) {
-	switch status {
-	case domain.ConflictStatusResolved, domain.ConflictStatusSuperseded:
-		return string(status), true
-	case domain.ConflictStatusEscalated, domain.ConflictStatusFailed:
-		if !q.command {
-			return string(status), true // a redelivered detection; only a command reopens it
-		}
+func gate(c domain.Conflict, q request) (found string, closed bool) {
+	switch {
+	case c.Status == domain.ConflictStatusResolved, c.Status == domain.ConflictStatusSuperseded:
+		return string(c.Status), true
+	case q.command:
+		return "", false // a command may reopen a failed or escalated conflict
+	case c.Status == domain.ConflictStatusFailed:
+		return string(c.Status), true // a redelivered detection changes nothing
+	case escalated(c):
+		return string(domain.OutcomeEscalated), true // likewise: it waits for a person
 	}
 	return "", false
 }

@@ -444,6 +444,49 @@ func (h *harness) waitStatus(t testing.TB, id string, want domain.ConflictStatus
 	}
 }
 
+// waitEscalated waits until the conflict waits for a person: pending, naming
+// escalating attempt gen as the one that set its status.
+func (h *harness) waitEscalated(t testing.TB, id string, gen int) conflictDoc {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c := h.conflict(t, id)
+		if c.Status == domain.ConflictStatusPending && c.Generation == gen && c.ResolutionID == ResolutionID(id, gen) {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("conflict %s is %s set by %q (generation %d, %s); want pending, set by escalation %q (generation %d)",
+				id, c.Status, c.ResolutionID, c.Generation, c.StatusReason, ResolutionID(id, gen), gen)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// manualQueue lists the tenant's conflicts as GET /api/v1/conflicts?status=pending
+// does: the conflicts container read as domain.Conflict with the equality
+// filter status=pending.
+func (h *harness) manualQueue(t testing.TB) []domain.Conflict {
+	t.Helper()
+	c, err := h.db.Container(domain.ContainerConflicts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := store.NewRepository[domain.Conflict](c)
+	q := store.Query{PartitionKey: testTenant, Filters: []store.Filter{{Field: "status", Value: string(domain.ConflictStatusPending)}}}
+	var out []domain.Conflict
+	for {
+		items, next, err := repo.List(context.Background(), q)
+		if err != nil {
+			t.Fatalf("list pending conflicts: %v", err)
+		}
+		out = append(out, items...)
+		if next == "" {
+			return out
+		}
+		q.Continuation = next
+	}
+}
+
 // attempts lists the conflict's resolution attempts in generation order.
 func (h *harness) attempts(t testing.TB, conflictID string) []resolutionDoc {
 	t.Helper()

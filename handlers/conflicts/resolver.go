@@ -22,7 +22,13 @@
 //     lost is also recorded, under its own id, with outcome superseded and the
 //     reason, so the person can see why it was not applied.
 //   - escalated: the escalation holds no claim: a person's decision, or a
-//     ResolveConflict command from the system, claims the next generation.
+//     ResolveConflict command from the system, claims the next generation
+//     (at once, without waiting for the escalation's event); a redelivered
+//     conflict.detected changes nothing. The conflict's status goes back to
+//     pending, the manual queue the API lists (status=pending), with
+//     resolutionId and resolutionGeneration naming the escalating attempt:
+//     that, not the status, tells an escalated conflict from one not yet
+//     handled. A status "escalated" stored by earlier versions still counts.
 //   - failed: a ResolveConflict command (a person's decision, or actor
 //     "system" to re-apply the policy) claims the next generation and tries
 //     again; a redelivered conflict.detected does not.
@@ -31,9 +37,10 @@
 //     generation at once; what it wrote is in its writtenHashes.
 //
 // A generation record done but not yet reflected in the conflict's status
-// (the resolver stopped between the two) is repaired after
-// Options.RepairAfter: the event is published again and the status set, so
-// events are at least once.
+// (the resolver stopped between the two; for an escalation: the conflict
+// does not name that generation yet) is repaired after Options.RepairAfter:
+// the event is published again and the status set, so events are at least
+// once.
 //
 // # Before writing
 //
@@ -61,10 +68,10 @@
 //
 // # Status reason
 //
-// The resolver stores the reason of a failed or escalated conflict in the
-// conflict document as "statusReason" (with "resolutionId", the record that
-// set the status). domain.Conflict does not declare these fields yet, so the
-// API's conflict GET shows them once it does.
+// The resolver stores the reason of a failed, escalated or superseded
+// conflict in the conflict document as "statusReason", with "resolutionId"
+// and "resolutionGeneration", the attempt that set the status; the API's
+// conflict GET shows them.
 package conflicts
 
 import (

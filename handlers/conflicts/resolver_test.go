@@ -149,32 +149,139 @@ func TestResolver_EscalatesAndAPersonDecides(t *testing.T) {
 	c := h.seed(t, bothEdited("c1", domain.ConflictPolicy{Strategy: domain.StrategyMerge}))
 	h.detect(t, c)
 
-	esc := h.waitStatus(t, c.ID, domain.ConflictStatusEscalated)
+	esc := h.waitEscalated(t, c.ID, 1)
 	if !strings.Contains(esc.StatusReason, "score") {
 		t.Errorf("escalation reason %q does not name the field changed on both sides", esc.StatusReason)
 	}
 	eventually(t, "conflict.escalated is published", func() bool { return len(h.events.ofType(domain.TypeConflictEscalated)) == 1 })
-	if atts := h.attempts(t, c.ID); len(atts) != 1 || atts[0].Outcome != domain.OutcomeEscalated || len(atts[0].Decisions) != 2 {
+	atts := h.attempts(t, c.ID)
+	if len(atts) != 1 || atts[0].Outcome != domain.OutcomeEscalated || len(atts[0].Decisions) != 2 {
 		t.Fatalf("attempts %v; want one escalated with the two fields it could decide", outcomes(atts))
+	}
+	if esc.ResolutionID != atts[0].ID {
+		t.Errorf("the conflict names resolution %q; want the escalation %q", esc.ResolutionID, atts[0].ID)
 	}
 	if n := len(h.external.allWrites()) + int(h.shards.puts.Load()); n != 0 {
 		t.Fatalf("an escalation wrote %d times; want nothing written", n)
 	}
+	// The API's manual queue (GET /api/v1/conflicts?status=pending) lists it,
+	// with a field-by-field diff naming the field a person must decide.
+	queue := h.manualQueue(t)
+	if len(queue) != 1 || queue[0].ID != c.ID {
+		t.Fatalf("status=pending lists %d conflicts (%v); want the escalated %s", len(queue), queue, c.ID)
+	}
+	if diff := domain.DiffConflict(queue[0]); !diffNames(diff, "score") {
+		t.Errorf("the listed conflict's diff %+v does not show the score changed on both sides", diff)
+	}
 
 	// A redelivered detection changes nothing.
+	r := h.resolver(t, fastOptions())
+	if err := r.HandleDetected(detectedMessage(t, c)); err != nil {
+		t.Fatalf("a redelivered detection of the escalated conflict: %v; want it acked", err)
+	}
+	if n := sum(r.metrics.lost); n != 1 {
+		t.Errorf("the redelivered detection counted %v lost; want 1 (changes nothing)", n)
+	}
+	if got := h.attempts(t, c.ID); len(got) != 1 {
+		t.Fatalf("attempts %v after a redelivered detection; want only the escalation", outcomes(got))
+	}
 	h.detect(t, c)
 	// The person keeps Castiel's version but types the score.
 	h.publish(t, messaging.TopicCmdConflictResolve, resolveMessage(t, c, "user-1", domain.SideInternal, map[string]any{"score": 7}))
 	h.waitStatus(t, c.ID, domain.ConflictStatusResolved)
 	want := map[string]any{"name": "Ada", "email": "a@y", "score": float64(7)}
 	h.assertConverged(t, "c1", want)
-	atts := h.attempts(t, c.ID)
+	atts = h.attempts(t, c.ID)
 	if len(atts) != 2 || atts[1].Outcome != domain.OutcomeApplied || atts[1].Actor != "user-1" || atts[1].Strategy != domain.StrategyManual {
 		t.Fatalf("attempts %v (%+v); want escalated, then applied by user-1 with strategy manual", outcomes(atts), atts)
 	}
 	if len(h.events.ofType(domain.TypeConflictEscalated)) != 1 {
 		t.Errorf("the redelivered detection published another escalation")
 	}
+	if queue := h.manualQueue(t); len(queue) != 0 {
+		t.Errorf("status=pending still lists %d conflicts after the person decided", len(queue))
+	}
+}
+
+func diffNames(diff []domain.FieldDiff, field string) bool {
+	for _, d := range diff {
+		if d.Field == field {
+			return true
+		}
+	}
+	return false
+}
+
+// escalation stores an escalated attempt (generation 1) at conflict c.
+func (h *harness) escalation(t testing.TB, c domain.Conflict, at time.Time) resolutionDoc {
+	t.Helper()
+	doc := resolutionDoc{ConflictResolution: domain.ConflictResolution{
+		ID: c.ID, TenantID: testTenant, ConflictID: c.ID, Strategy: domain.StrategyManual, Actor: domain.ActorSystem,
+		Outcome: domain.OutcomeEscalated, Reason: "no automatic decision for score", ResolvedAt: at, CreatedAt: at, UpdatedAt: at,
+	}, Generation: 1, ClaimedBy: "a-resolver"}
+	if _, err := h.resolutions.Upsert(context.Background(), doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+func TestResolver_CompletesAnEscalationThatStoppedBeforeItsStatus(t *testing.T) {
+	h := newHarness(t)
+	r := h.resolver(t, fastOptions())
+	c := h.seed(t, bothEdited("c1", domain.ConflictPolicy{Strategy: domain.StrategyMerge}))
+	// The escalation was recorded, then its resolver died: the conflict is
+	// pending as detected, naming no attempt.
+	h.escalation(t, c, time.Now().UTC().Add(-time.Minute))
+
+	if err := r.HandleDetected(detectedMessage(t, c)); err != nil {
+		t.Fatal(err)
+	}
+	got := h.waitEscalated(t, c.ID, 1)
+	if got.StatusReason != "no automatic decision for score" {
+		t.Errorf("status reason %q; want the escalation's reason", got.StatusReason)
+	}
+	if n := len(h.events.ofType(domain.TypeConflictEscalated)); n != 1 {
+		t.Errorf("%d conflict.escalated events; want the missing one published", n)
+	}
+	if atts := h.attempts(t, c.ID); len(atts) != 1 {
+		t.Errorf("attempts %v; completing an escalation makes no new attempt", outcomes(atts))
+	}
+	// Now complete, another redelivery changes nothing and publishes nothing.
+	if err := r.HandleDetected(detectedMessage(t, c)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.events.ofType(domain.TypeConflictEscalated)); n != 1 {
+		t.Errorf("%d conflict.escalated events after another redelivery; want still 1", n)
+	}
+}
+
+func TestResolver_AcceptsALegacyEscalatedStatus(t *testing.T) {
+	h := newHarness(t)
+	r := h.resolver(t, fastOptions())
+	c := h.seed(t, bothEdited("c1", domain.ConflictPolicy{Strategy: domain.StrategyMerge}))
+	h.escalation(t, c, time.Now().UTC().Add(-time.Hour))
+	// As earlier versions stored it: status escalated, possibly naming no attempt.
+	if _, _, err := h.conflicts.Update(context.Background(), testTenant, c.ID, func(d *conflictDoc) error {
+		d.Status, d.StatusReason = domain.ConflictStatusEscalated, "no automatic decision for score"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := r.HandleDetected(detectedMessage(t, c)); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.conflict(t, c.ID); got.Status != domain.ConflictStatusEscalated {
+		t.Errorf("a redelivered detection changed a legacy escalated conflict to %s", got.Status)
+	}
+	if n := len(h.events.ofType(domain.TypeConflictEscalated)); n != 0 {
+		t.Errorf("a redelivered detection published %d conflict.escalated events; want none", n)
+	}
+	if err := r.HandleResolve(resolveMessage(t, c, "user-1", domain.SideExternal, nil)); err != nil {
+		t.Fatal(err)
+	}
+	h.waitStatus(t, c.ID, domain.ConflictStatusResolved)
+	h.assertConverged(t, "c1", extRec)
 }
 
 func TestResolver_SameConflictDeliveredTwice_AppliesOnce(t *testing.T) {
