@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
 
 	"github.com/rs/zerolog"
 
@@ -30,14 +33,26 @@ func OpenStore(ctx context.Context, cfg config.StoreConfig, logger zerolog.Logge
 		}
 		return b, nil
 	case config.StoreCosmos:
-		b, err := cosmos.Open(ctx, cosmos.Config{
+		cc := cosmos.Config{
 			Endpoint:           cfg.Cosmos.Endpoint,
 			Key:                cfg.Cosmos.Key.Reveal(),
 			Database:           cfg.Cosmos.Database,
 			InsecureSkipVerify: cfg.Cosmos.InsecureSkipVerify,
 			MaxRetries:         cfg.Cosmos.MaxRetries,
 			RequestTimeout:     cfg.Cosmos.RequestTimeout,
-		}, specs, logger)
+		}
+		// A fleet may start before its store answers: wait for it (with
+		// backoff, until ctx ends) instead of exiting; other errors are final.
+		wait := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxInterval(10*time.Second), backoff.WithMaxElapsedTime(0)), ctx)
+		b, err := backoff.RetryNotifyWithData(func() (*cosmos.Backend, error) {
+			b, err := cosmos.Open(ctx, cc, specs, logger)
+			if err != nil && !store.IsTransient(err) {
+				return nil, backoff.Permanent(err)
+			}
+			return b, err
+		}, wait, func(err error, next time.Duration) {
+			logger.Warn().Err(err).Dur("retryIn", next).Msg("Cosmos DB is not reachable yet")
+		})
 		if err != nil {
 			return nil, fmt.Errorf("store.cosmos: %w", err)
 		}
