@@ -96,7 +96,8 @@ func TestSyncTask_Validate(t *testing.T) {
 		{"one minute", func(s *SyncTask) { s.Schedule = "1m" }, ""},
 		{"schedule too short", func(s *SyncTask) { s.Schedule = "59s" }, "schedule"},
 		{"schedule negative", func(s *SyncTask) { s.Schedule = "-5m" }, "schedule"},
-		{"schedule cron is not supported", func(s *SyncTask) { s.Schedule = "*/5 * * * *" }, "schedule"},
+		{"cron schedule", func(s *SyncTask) { s.Schedule = "*/5 * * * *" }, ""},
+		{"cron schedule with seconds", func(s *SyncTask) { s.Schedule = "0 */5 * * * *" }, "schedule"},
 		{"duplicate target", func(s *SyncTask) {
 			s.Mapping = append(s.Mapping, FieldMapping{Source: "properties.mail", Target: "email"})
 		}, "mapping[4].target"},

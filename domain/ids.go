@@ -42,7 +42,7 @@ func AttemptExecutionID(deliveryID string, attempt int) string {
 
 // ScheduledRunID identifies the sync run the scheduler enqueues for one slot,
 // so replicas that enqueue the same slot collide instead of running twice.
-// slot must be the slot's start (the scheduler truncates to the interval).
+// slot must be the slot's start (Schedule.Slot gives it, for intervals and cron alike).
 func ScheduledRunID(syncTaskID string, slot time.Time) string {
 	return DeterministicID("run", syncTaskID, slot.UTC().Format(time.RFC3339Nano))
 }

@@ -57,7 +57,7 @@ type SyncTask struct {
 	Entity         string         `json:"entity"` // an EntityDef name of the integration's provider
 	Direction      SyncDirection  `json:"direction"`
 	Mode           SyncMode       `json:"mode"`
-	Schedule       string         `json:"schedule,omitempty"` // Go duration between runs; empty: manual only
+	Schedule       string         `json:"schedule,omitempty"` // Go duration or 5-field UTC cron (see ParseSchedule); empty: manual only
 	Mapping        []FieldMapping `json:"mapping"`
 	ConflictPolicy ConflictPolicy `json:"conflictPolicy"`
 	Checkpoint     Checkpoint     `json:"checkpoint"`
@@ -69,10 +69,17 @@ type SyncTask struct {
 func (t SyncTask) Key() (partitionKey, id string) { return t.TenantID, t.ID }
 func (SyncTask) Container() string                { return ContainerSyncTasks }
 
-// Interval returns the parsed schedule; 0 means manual. Call after Validate.
+// Interval returns the interval of a duration schedule; 0 means manual or
+// cron (see ParsedSchedule). Call after Validate.
 func (t SyncTask) Interval() time.Duration {
-	d, _ := time.ParseDuration(t.Schedule)
-	return d
+	return t.ParsedSchedule().Interval()
+}
+
+// ParsedSchedule returns the parsed schedule; an invalid one reads as manual.
+// Call after Validate.
+func (t SyncTask) ParsedSchedule() Schedule {
+	s, _ := ParseSchedule(t.Schedule)
+	return s
 }
 
 // FieldMapping maps one external field (Source) to one Castiel field (Target),
@@ -132,7 +139,9 @@ func (t SyncTask) Validate() error {
 	}
 	checkEnum(&ve, "direction", t.Direction, DirectionPull, DirectionPush, DirectionBidirectional)
 	checkEnum(&ve, "mode", t.Mode, ModeIncremental, ModeFullRefresh)
-	checkDuration(&ve, "schedule", t.Schedule, MinSyncInterval, 0)
+	if _, err := ParseSchedule(t.Schedule); err != nil {
+		ve.Add("schedule", scheduleMessage(err))
+	}
 	if len(t.Mapping) > MaxMappings {
 		ve.Addf("mapping", "must have at most %d entries", MaxMappings)
 	}

@@ -1,14 +1,18 @@
 // Package scheduler enqueues due sync runs (cmd/scheduler). Every tick it
 // lists the enabled tasks that carry a schedule, across tenants, and for each
-// one whose current slot (now truncated to its interval) has no run yet it
-// records a pending execution with the deterministic id
-// domain.ScheduledRunID(task, slot) and sends RunSync. The record is created
-// if absent, and only its creator sends: with any number of scheduler
-// replicas each slot is enqueued once.
+// one whose current slot has no run yet it records a pending execution with
+// the deterministic id domain.ScheduledRunID(task, slot) and sends RunSync.
+// The current slot is domain.Schedule.Slot(now): now truncated to an interval
+// schedule, or the latest activation at or before now of a cron schedule (in
+// UTC). The record is created if absent, and only its creator sends: with any
+// number of scheduler replicas each slot is enqueued once.
 //
-// A slot missed while no scheduler ran is not made up: the next run reads
-// everything changed since the task's checkpoint anyway. Pausing a task is
-// its enabled flag; ResetTask clears its checkpoint.
+// Catch-up: when no scheduler ran over one or more slots, the first tick
+// afterwards enqueues only the latest of them (the current slot, however late)
+// and skips the older ones, since a run reads everything changed since the
+// task's checkpoint anyway. The same holds for a task seen for the first time:
+// its current slot runs at once. Pausing a task is its enabled flag;
+// ResetTask clears its checkpoint.
 package scheduler
 
 import (
@@ -129,17 +133,21 @@ func (s *Scheduler) Tick(ctx context.Context) (int, error) {
 			return enqueued, fmt.Errorf("scheduler: list sync tasks: %w", err)
 		}
 		for _, t := range tasks {
-			every := t.Interval()
-			if !t.Enabled || every <= 0 {
+			if !t.Enabled {
 				continue
+			}
+			// The store holds validated tasks; one that no longer parses
+			// reads as manual rather than stopping the others.
+			slot, next := t.ParsedSchedule().Slot(now)
+			if slot.IsZero() {
+				continue // manual, or a cron that has not fired yet
 			}
 			ref := taskRef{t.TenantID, t.ID}
 			seen[ref] = true
-			slot := now.Truncate(every)
 			if s.enqueued[ref].Equal(slot) {
 				continue
 			}
-			created, err := s.enqueue(ctx, t, slot, now)
+			created, err := s.enqueue(ctx, t, slot, next, now)
 			if err != nil {
 				if firstErr == nil {
 					firstErr = err
@@ -167,7 +175,7 @@ func (s *Scheduler) Tick(ctx context.Context) (int, error) {
 // enqueue creates the slot's execution and, if this call created it, sends
 // the run. A send that fails removes the execution again, so the next tick
 // (of any replica) retries the slot.
-func (s *Scheduler) enqueue(ctx context.Context, t domain.SyncTask, slot, now time.Time) (bool, error) {
+func (s *Scheduler) enqueue(ctx context.Context, t domain.SyncTask, slot, next, now time.Time) (bool, error) {
 	exec := domain.Execution{
 		ID: domain.ScheduledRunID(t.ID, slot), TenantID: t.TenantID, Kind: domain.ExecutionSyncRun, Status: domain.ExecPending,
 		SyncTaskID: t.ID,
@@ -188,7 +196,14 @@ func (s *Scheduler) enqueue(ctx context.Context, t domain.SyncTask, slot, now ti
 		}
 		return false, fmt.Errorf("scheduler: enqueue run of task %s: %w", t.ID, err)
 	}
-	s.log.Debug().Str("tenantId", t.TenantID).Str("syncTaskId", t.ID).Time("slot", slot).Str("executionId", exec.ID).Msg("run enqueued")
+	ev := s.log.Debug()
+	msg := "run enqueued"
+	if now.Sub(slot) > s.opts.Tick {
+		// Later than a tick after its start: no scheduler ran then, and
+		// any slots before this one were skipped.
+		ev, msg = s.log.Info(), "run enqueued late: the slot began over a tick ago; any earlier missed slots are skipped"
+	}
+	ev.Str("tenantId", t.TenantID).Str("syncTaskId", t.ID).Time("slot", slot).Time("nextSlot", next).Str("executionId", exec.ID).Msg(msg)
 	return true, nil
 }
 
