@@ -84,11 +84,16 @@ func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts
 			return nil, fmt.Errorf("declare the queues of %s: %w", role, err)
 		}
 	}
-	if p.router, err = messaging.NewRouter(logger, RouterPolicy(cfg), p.transport.Publisher()); err != nil {
-		return nil, err
-	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := p.transport.RegisterMetrics(registry); err != nil {
+		return nil, err
+	}
+	policy := RouterPolicy(cfg)
+	policy.Metrics = registry
+	if p.router, err = messaging.NewRouter(logger, policy, p.transport.Publisher()); err != nil {
+		return nil, err
+	}
 
 	admin, err := listenHTTP("http.admin.addr", cfg.HTTP.Admin.Addr, adminHandler(registry, []check{
 		{"store", p.backend.Ping}, {"broker", p.transport.Ping},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -123,17 +124,23 @@ func contextFromMessage(ctx context.Context, msg *message.Message) context.Conte
 
 // propagatingPublisher stamps every outgoing message with the correlation id and
 // traceparent of its context (msg.Context(), set by NewMessage or SetContext) when the
-// message does not carry them already. Close is a no-op: the Transport owns the
-// underlying publisher, which handlers and routers must not close.
+// message does not carry them already, and counts publishes once the Transport's
+// metrics are registered. Close is a no-op: the Transport owns the underlying
+// publisher, which handlers and routers must not close.
 type propagatingPublisher struct {
-	next message.Publisher
+	next    message.Publisher
+	metrics *atomic.Pointer[publishMetrics]
 }
 
 func (p propagatingPublisher) Publish(topic string, msgs ...*message.Message) error {
 	for _, msg := range msgs {
 		propagate(msg.Context(), msg)
 	}
-	return p.next.Publish(topic, msgs...)
+	err := p.next.Publish(topic, msgs...)
+	if p.metrics != nil && len(msgs) > 0 {
+		p.metrics.Load().publishedTo(topic, len(msgs), err)
+	}
+	return err
 }
 
 func (propagatingPublisher) Close() error { return nil }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -34,7 +35,11 @@ type rabbitMQ struct {
 	closing   chan struct{}
 	closeOnce sync.Once
 	subs      sync.WaitGroup // consume loops of every subscriber
+
+	metrics atomic.Pointer[publishMetrics] // set by Transport.RegisterMetrics
 }
+
+func (r *rabbitMQ) instrument(m *publishMetrics) { r.metrics.Store(m) }
 
 // NewRabbitMQ connects to RabbitMQ and declares the exchange. The first connection is
 // retried with backoff until ctx ends, so a worker started before the broker waits for
@@ -342,6 +347,7 @@ func (p *rabbitPublisher) send(ctx context.Context, exchange, routingKey string,
 	if !mandatory {
 		release()
 	}
+	sent := time.Now()
 	for i, dc := range confirms {
 		acked, err := dc.WaitContext(ctx)
 		if err != nil {
@@ -357,6 +363,7 @@ func (p *rabbitPublisher) send(ctx context.Context, exchange, routingKey string,
 			return fmt.Errorf("message %s not confirmed by the broker: %w", msgs[i].UUID, ErrNotConnected)
 		}
 	}
+	p.r.metrics.Load().confirmed(sent)
 	if mandatory {
 		if ret, ok := slot.returned(); ok {
 			return fmt.Errorf("message %s to %q: %w (%d %s)", msgs[0].UUID, routingKey, errUnroutable, ret.ReplyCode, ret.ReplyText)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/cenkalti/backoff/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -37,6 +38,10 @@ type Policy struct {
 	PoisonTopic string
 	// CloseTimeout is how long Router.Close waits for running handlers (default 30s).
 	CloseTimeout time.Duration
+	// Metrics, when set, receives the per-consumer metrics (messages_consumed_total,
+	// messages_acked_total, messages_nacked_total, messages_poisoned_total,
+	// message_retries_total, message_handler_duration_seconds). Nil: none.
+	Metrics prometheus.Registerer
 }
 
 // WithDefaults returns p with every unset field given its default.
@@ -91,15 +96,20 @@ func NewRouter(log zerolog.Logger, policy Policy, publisher message.Publisher) (
 	if err != nil {
 		return nil, fmt.Errorf("create router: %w", err)
 	}
-	m := middlewares{policy: policy, log: log, poison: publisher}
+	metrics, err := newRouterMetrics(policy.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	m := middlewares{policy: policy, log: log, poison: publisher, metrics: metrics}
 	r.AddMiddleware(m.outcome, m.correlation, m.retry, m.timeout)
 	return r, nil
 }
 
 type middlewares struct {
-	policy Policy
-	log    zerolog.Logger
-	poison message.Publisher
+	policy  Policy
+	log     zerolog.Logger
+	poison  message.Publisher
+	metrics *routerMetrics // nil: none
 }
 
 func (m middlewares) outcome(h message.HandlerFunc) message.HandlerFunc {
@@ -107,6 +117,10 @@ func (m middlewares) outcome(h message.HandlerFunc) message.HandlerFunc {
 		start := time.Now()
 		topic := message.SubscribeTopicFromCtx(msg.Context())
 		handler := handlerRole(message.HandlerNameFromCtx(msg.Context()))
+		role := handlerLabel(handler)
+		m.metrics.consumedOne(topic, role)
+		// Deferred first, so it runs last and sees the outcome the switch below settles on.
+		defer func() { m.metrics.settled(topic, role, start, err) }()
 		// The message's log context is built only when a line is written: at the
 		// usual levels a handled message logs nothing, and building it for every
 		// message cost allocations on the hot path.
@@ -150,6 +164,7 @@ func (m middlewares) outcome(h message.HandlerFunc) message.HandlerFunc {
 					ev = ev.Str("stack", string(perr.Stack))
 				}
 				ev.Msg("permanent failure; message moved to the poison topic")
+				m.metrics.poisonedOne(topic, role, err)
 				produced, err = nil, nil
 			}
 		}()
@@ -217,6 +232,9 @@ func (m middlewares) retry(h message.HandlerFunc) message.HandlerFunc {
 			case <-ctx.Done():
 				timer.Stop()
 				return nil, fmt.Errorf("after %d attempts (%v): %w", attempt, ctx.Err(), err)
+			}
+			if m.metrics != nil {
+				m.metrics.retried(message.SubscribeTopicFromCtx(ctx), handlerLabel(message.HandlerNameFromCtx(ctx)))
 			}
 		}
 	}

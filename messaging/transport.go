@@ -6,6 +6,7 @@ package messaging
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -30,10 +31,14 @@ type Transport struct {
 	log     zerolog.Logger
 	backend backend
 	pub     message.Publisher
+	// metrics is set by RegisterMetrics; nil records nothing.
+	metrics atomic.Pointer[publishMetrics]
 }
 
 func newTransport(cfg Config, log zerolog.Logger, b backend) *Transport {
-	return &Transport{cfg: cfg, log: log, backend: b, pub: propagatingPublisher{next: b.publisher()}}
+	t := &Transport{cfg: cfg, log: log, backend: b}
+	t.pub = propagatingPublisher{next: b.publisher(), metrics: &t.metrics}
+	return t
 }
 
 // Publisher publishes to a topic. On RabbitMQ, Publish returns nil only once the broker
