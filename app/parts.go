@@ -75,7 +75,6 @@ func RouterPolicy(cfg *config.Config) messaging.Policy {
 		RetryInitial:    cfg.Broker.Retry.InitialInterval,
 		RetryMax:        cfg.Broker.Retry.MaxInterval,
 		RetryMaxElapsed: cfg.Broker.Retry.MaxElapsed,
-		PoisonTopic:     cfg.Broker.PoisonTopic,
 		CloseTimeout:    cfg.Shutdown.Timeout,
 	}
 }

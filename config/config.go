@@ -84,7 +84,6 @@ type BrokerConfig struct {
 	AMQP           AMQPConfig
 	HandlerTimeout time.Duration // broker.handlerTimeout
 	Retry          RetryConfig
-	PoisonTopic    string // broker.poisonTopic
 }
 
 // AMQPConfig is broker.amqp.*.

@@ -107,7 +107,6 @@ func TestLoad_DefaultsForEachProfile(t *testing.T) {
 					AMQP:           AMQPConfig{URL: "amqp://guest:guest@127.0.0.1:5672/", ExchangePrefix: "castiel.integration", Prefetch: 1, ConsumersPerQueue: 4, ChannelPoolSize: 16, QuorumQueues: true},
 					HandlerTimeout: 30 * time.Second,
 					Retry:          RetryConfig{InitialInterval: 200 * time.Millisecond, MaxInterval: 5 * time.Second, MaxElapsed: 30 * time.Second},
-					PoisonTopic:    "integration.poison",
 				},
 				Store:    StoreConfig{Embedded: EmbeddedStoreConfig{Path: "./data/integration-manager.db"}, Cosmos: CosmosConfig{Database: "castiel", MaxRetries: 5, RequestTimeout: 10 * time.Second}, ExecutionsTTL: 720 * time.Hour},
 				Auth:     AuthConfig{JWKSRefresh: 15 * time.Minute},
@@ -115,7 +114,7 @@ func TestLoad_DefaultsForEachProfile(t *testing.T) {
 			}
 			if cfg.Log.Level != want.Log.Level || cfg.HTTP != want.HTTP || cfg.Broker.AMQP != want.Broker.AMQP ||
 				cfg.Broker.HandlerTimeout != want.Broker.HandlerTimeout || cfg.Broker.Retry != want.Broker.Retry ||
-				cfg.Broker.PoisonTopic != want.Broker.PoisonTopic || cfg.Store.Embedded != want.Store.Embedded ||
+				cfg.Store.Embedded != want.Store.Embedded ||
 				cfg.Store.Cosmos.Database != want.Store.Cosmos.Database || cfg.Store.Cosmos.MaxRetries != want.Store.Cosmos.MaxRetries ||
 				cfg.Store.Cosmos.RequestTimeout != want.Store.Cosmos.RequestTimeout || cfg.Store.Cosmos.InsecureSkipVerify ||
 				cfg.Store.ExecutionsTTL != want.Store.ExecutionsTTL || cfg.Auth.JWKSRefresh != want.Auth.JWKSRefresh ||
@@ -181,7 +180,6 @@ func TestLoad_EveryKeyHasAWorkingEnvOverride(t *testing.T) {
 		"broker.retry.initialInterval":               {"300ms", "300ms"},
 		"broker.retry.maxInterval":                   {"7s", "7s"},
 		"broker.retry.maxElapsed":                    {"2m", "2m0s"},
-		"broker.poisonTopic":                         {"poison.other", "poison.other"},
 		"store.kind":                                 {"embedded", "embedded"},
 		"store.embedded.path":                        {"/var/lib/im.db", "/var/lib/im.db"},
 		"store.cosmos.endpoint":                      {"https://acct.documents.azure.com:443/", "https://acct.documents.azure.com:443/"},

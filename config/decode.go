@@ -60,7 +60,6 @@ func (d *decoder) decode() *Config {
 				MaxInterval:     d.duration("broker.retry.maxInterval"),
 				MaxElapsed:      d.duration("broker.retry.maxElapsed"),
 			},
-			PoisonTopic: d.str("broker.poisonTopic"),
 		},
 		Store: StoreConfig{
 			Kind:     d.str("store.kind"),

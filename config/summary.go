@@ -35,7 +35,6 @@ func (c *Config) LogSummary() map[string]any {
 		"broker.retry.initialInterval":               dur(c.Broker.Retry.InitialInterval),
 		"broker.retry.maxInterval":                   dur(c.Broker.Retry.MaxInterval),
 		"broker.retry.maxElapsed":                    dur(c.Broker.Retry.MaxElapsed),
-		"broker.poisonTopic":                         c.Broker.PoisonTopic,
 		"store.kind":                                 c.Store.Kind,
 		"store.embedded.path":                        c.Store.Embedded.Path,
 		"store.cosmos.endpoint":                      redactURL(c.Store.Cosmos.Endpoint),

@@ -105,7 +105,6 @@ func (c *Config) validate(dev devCredentials) []Problem {
 		v.fail("broker.retry.maxInterval", "%s is shorter than broker.retry.initialInterval (%s)", c.Broker.Retry.MaxInterval, c.Broker.Retry.InitialInterval)
 	}
 	v.positiveDuration("broker.retry.maxElapsed", c.Broker.Retry.MaxElapsed)
-	v.required("broker.poisonTopic", c.Broker.PoisonTopic)
 
 	v.oneOf("store.kind", c.Store.Kind, storeKinds())
 	if c.Store.Kind == StoreEmbedded {
