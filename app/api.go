@@ -79,7 +79,7 @@ func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts
 	if p.transport, err = OpenTransport(ctx, cfg, p.backend, logger); err != nil {
 		return nil, err
 	}
-	for role, topics := range consumption() {
+	for role, topics := range Consumption() {
 		if err := p.transport.Declare(ctx, role, topics...); err != nil {
 			return nil, fmt.Errorf("declare the queues of %s: %w", role, err)
 		}

@@ -11,10 +11,10 @@ const (
 	RolePoisonRecorder    = "poison-recorder"
 )
 
-// consumption says which role consumes which topics. Every process declares
+// Consumption says which role consumes which topics. Every process declares
 // these queues at start-up, so a command published before its worker first
 // runs waits in its queue instead of being dropped by the exchange.
-func consumption() map[string][]string {
+func Consumption() map[string][]string {
 	return map[string][]string{
 		RoleWebhookDispatcher: {messaging.TopicCmdEventPublish, messaging.TopicCmdWebhookDeliver},
 		RoleSyncWorker:        {messaging.TopicCmdSyncRun, messaging.TopicIngressReceived},
