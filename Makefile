@@ -3,8 +3,21 @@ GO       ?= go
 BIN      := bin
 BINARIES := $(notdir $(wildcard cmd/*))
 TESTFLAGS ?=
+FUZZTIME  ?= 10s
+# package:FuzzTarget pairs; go test -fuzz takes one package and one target per run.
+FUZZ_TARGETS := \
+	./domain:FuzzApplyMapping \
+	./domain:FuzzDecodeMessage \
+	./domain:FuzzSignatureVerify \
+	./domain:FuzzEventTypeFilters \
+	./messaging:FuzzDecode \
+	./messaging:FuzzHeaderMarshaler \
+	./connector:FuzzDecodePageToken \
+	./connector:FuzzNextLink \
+	./store/embedded:FuzzDecodeToken \
+	./store/cosmos:FuzzDecodeToken
 
-.PHONY: build run test lint bench clean
+.PHONY: build run test lint bench fuzz clean
 
 ## build: every binary of cmd/ into ./bin
 build:
@@ -30,6 +43,14 @@ bench:
 	$(GO) test -run '^$$' -bench BenchmarkAPIEvents -benchtime 5s ./app
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./connector ./handlers/syncrun
 	$(GO) test -tags bench -count=1 -run TestBench_Dispatcher -v -timeout 20m ./app | grep -E '^(\||[0-9]{4}-)'
+
+## fuzz: every fuzz test for FUZZTIME each (default 10s), one after another; seeds live in each package's testdata/fuzz
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "== $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$pkg; \
+	done
 
 clean:
 	rm -rf $(BIN)

@@ -56,6 +56,11 @@ func (s SignatureSpec) Validate() error {
 	if s.TimestampHeader != "" && !isToken(s.TimestampHeader) {
 		ve.Add("timestampHeader", "must be a valid HTTP header name")
 	}
+	// HTTP header names are case-insensitive: one header cannot carry both
+	// the signature and the timestamp, so such a spec would refuse every post.
+	if s.TimestampHeader != "" && strings.EqualFold(s.TimestampHeader, s.Header) {
+		ve.Add("timestampHeader", "must differ from header")
+	}
 	if s.Tolerance != "" && s.TimestampHeader == "" {
 		ve.Add("tolerance", "needs timestampHeader")
 	}
