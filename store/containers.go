@@ -56,17 +56,3 @@ const (
 	IdempotencyRetention = 24 * time.Hour
 	PoisonRetention      = 14 * 24 * time.Hour
 )
-
-// Short names of the containers for store code and its tests.
-const (
-	ProvidersContainer     = domain.ContainerProviders
-	IntegrationsContainer  = domain.ContainerIntegrations
-	ConnectionsContainer   = domain.ContainerConnections
-	WebhooksContainer      = domain.ContainerWebhooks
-	SyncTasksContainer     = domain.ContainerSyncTasks
-	ExecutionsContainer    = domain.ContainerExecutions
-	ConflictsContainer     = domain.ContainerConflicts
-	CatalogContainer       = domain.ContainerCatalog
-	VisibilityContainer    = domain.ContainerVisibility
-	SyncConflictsContainer = domain.ContainerSyncConflicts
-)

@@ -21,7 +21,7 @@ import (
 
 // The container the lead declares in store.Containers.
 const (
-	ContainerName = "integration_scheduled"
+	ContainerName = store.ScheduledContainer
 	PartitionKey  = "role"
 )
 

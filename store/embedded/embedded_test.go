@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/castiel/integration-manager/domain"
 	"github.com/castiel/integration-manager/store"
 	"github.com/castiel/integration-manager/store/embedded"
 	"github.com/castiel/integration-manager/store/storetest"
@@ -60,7 +61,7 @@ func TestEmbedded_DocumentsSurviveReopen(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	c, _ := b.Container(store.WebhooksContainer)
+	c, _ := b.Container(domain.ContainerWebhooks)
 	body := []byte(`{"id":"wh-1","tenantId":"tenant-a","url":"https://example.test/hook"}`)
 	etag, err := c.Create(ctx, "tenant-a", "wh-1", body)
 	if err != nil {
@@ -75,7 +76,7 @@ func TestEmbedded_DocumentsSurviveReopen(t *testing.T) {
 		t.Fatalf("reopen: %v", err)
 	}
 	defer b.Close()
-	c, _ = b.Container(store.WebhooksContainer)
+	c, _ = b.Container(domain.ContainerWebhooks)
 	it, err := c.Read(ctx, "tenant-a", "wh-1")
 	if err != nil {
 		t.Fatalf("Read after reopen: %v (the document written before Close is gone)", err)
@@ -96,7 +97,7 @@ func TestEmbedded_ClosedBackendIsUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	c, _ := b.Container(store.WebhooksContainer)
+	c, _ := b.Container(domain.ContainerWebhooks)
 	if err := b.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -160,7 +161,7 @@ func TestEmbedded_ReopenWithAnotherPartitionKeyIsRefused(t *testing.T) {
 }
 
 func TestEmbedded_RefusesBodiesThatDisagreeWithTheirKey(t *testing.T) {
-	c, _ := openTemp(t, store.Containers(time.Hour)).Container(store.WebhooksContainer)
+	c, _ := openTemp(t, store.Containers(time.Hour)).Container(domain.ContainerWebhooks)
 	cases := []struct {
 		name, pk, id, body string
 	}{
@@ -186,7 +187,7 @@ func TestEmbedded_RefusesBodiesThatDisagreeWithTheirKey(t *testing.T) {
 
 func TestEmbedded_SystemPropertiesSentBackAreReplaced(t *testing.T) {
 	ctx := t.Context()
-	c, _ := openTemp(t, store.Containers(time.Hour)).Container(store.WebhooksContainer)
+	c, _ := openTemp(t, store.Containers(time.Hour)).Container(domain.ContainerWebhooks)
 	if _, err := c.Create(ctx, "t", "x", []byte(`{"id":"x","tenantId":"t","n":1}`)); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
@@ -209,7 +210,7 @@ func TestEmbedded_TTLMinusOneNeverExpiresAndBadTTLIsRefused(t *testing.T) {
 	var now atomic.Int64
 	now.Store(time.Now().UnixNano())
 	b := openTemp(t, store.Containers(time.Hour), embedded.WithClock(func() time.Time { return time.Unix(0, now.Load()) }))
-	c, _ := b.Container(store.ExecutionsContainer)
+	c, _ := b.Container(domain.ContainerExecutions)
 	for id, body := range map[string]string{
 		"forever": `{"id":"forever","tenantId":"t","ttl":-1}`,
 		"default": `{"id":"default","tenantId":"t"}`,

@@ -13,6 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/castiel/integration-manager/domain"
 	"github.com/castiel/integration-manager/store"
 )
 
@@ -96,7 +97,7 @@ func TestSweep_DeletesExpiredDocumentsFromTheFile(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 	defer b.Close()
-	c, _ := b.Container(store.ExecutionsContainer)
+	c, _ := b.Container(domain.ContainerExecutions)
 	const n = 1200 // more than one sweep chunk
 	for i := range n {
 		id := fmt.Sprintf("e-%d", i)
@@ -120,7 +121,7 @@ func TestSweep_DeletesExpiredDocumentsFromTheFile(t *testing.T) {
 	if want := n/2 - 1; deleted != want {
 		t.Errorf("sweep deleted %d documents, want %d", deleted, want)
 	}
-	docs, index := b.count(t, store.ExecutionsContainer)
+	docs, index := b.count(t, domain.ContainerExecutions)
 	if docs != n/2+1 || index != n/2+1 {
 		t.Errorf("after the sweep the file holds %d documents and %d expiry entries, want %d of each", docs, index, n/2+1)
 	}
@@ -138,13 +139,13 @@ func TestSweeper_RunsInTheBackgroundAndStopsOnClose(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	c, _ := b.Container(store.ExecutionsContainer)
+	c, _ := b.Container(domain.ContainerExecutions)
 	if _, err := c.Create(ctx, "t", "x", []byte(`{"id":"x","tenantId":"t","ttl":1}`)); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if docs, _ := b.count(t, store.ExecutionsContainer); docs == 0 {
+		if docs, _ := b.count(t, domain.ContainerExecutions); docs == 0 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/castiel/integration-manager/domain"
 	"github.com/castiel/integration-manager/store"
 )
 
@@ -37,9 +38,9 @@ func benchBody(pk, id string, attempt int) []byte {
 // round trips between callers only shows it with more callers than cores.
 func Bench(b *testing.B, open func(b *testing.B) store.Backend) {
 	be := open(b)
-	c, err := be.Container(store.WebhooksContainer)
+	c, err := be.Container(domain.ContainerWebhooks)
 	if err != nil {
-		b.Fatalf("container %s: %v", store.WebhooksContainer, err)
+		b.Fatalf("container %s: %v", domain.ContainerWebhooks, err)
 	}
 	// Each run of a benchmark body writes to its own partition so repeated runs
 	// (b.N ramp-up) never collide.

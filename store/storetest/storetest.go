@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/castiel/integration-manager/domain"
 	"github.com/castiel/integration-manager/store"
 )
 
@@ -144,7 +145,7 @@ func mustContainer(t *testing.T, b store.Backend, name string) store.Container {
 
 func (s *suite) crudRoundTrip(t *testing.T) {
 	ctx := t.Context()
-	c := s.container(t, store.WebhooksContainer)
+	c := s.container(t, domain.ContainerWebhooks)
 	const pk, id = "tenant-a", "wh-1"
 
 	// A body with nesting, unicode, null, a large integer and a float: all must come back as sent.
@@ -196,7 +197,7 @@ func (s *suite) crudRoundTrip(t *testing.T) {
 
 func (s *suite) crudMissing(t *testing.T) {
 	ctx := t.Context()
-	c := s.container(t, store.WebhooksContainer)
+	c := s.container(t, domain.ContainerWebhooks)
 	body := []byte(`{"id":"ghost","tenantId":"tenant-a"}`)
 
 	if _, err := c.Read(ctx, "tenant-a", "ghost"); !errors.Is(err, store.ErrNotFound) {
@@ -216,7 +217,7 @@ func (s *suite) crudMissing(t *testing.T) {
 
 func (s *suite) createConflict(t *testing.T) {
 	ctx := t.Context()
-	c := s.container(t, store.WebhooksContainer)
+	c := s.container(t, domain.ContainerWebhooks)
 	orig := doc{ID: "dup", TenantID: "tenant-a", Name: "original", Counter: 1}.json(t)
 	etag, err := c.Create(ctx, "tenant-a", "dup", orig)
 	if err != nil {
@@ -239,7 +240,7 @@ func (s *suite) ifMatchStale(t *testing.T) {
 		t.Skip(s.caps.NoIfMatchReason)
 	}
 	ctx := t.Context()
-	c := s.container(t, store.WebhooksContainer)
+	c := s.container(t, domain.ContainerWebhooks)
 	const pk, id = "tenant-a", "im-1"
 	e1, err := c.Create(ctx, pk, id, doc{ID: id, TenantID: pk, Counter: 1}.json(t))
 	if err != nil {
@@ -274,7 +275,7 @@ func (s *suite) ifMatchStale(t *testing.T) {
 
 func (s *suite) etagChanges(t *testing.T) {
 	ctx := t.Context()
-	c := s.container(t, store.WebhooksContainer)
+	c := s.container(t, domain.ContainerWebhooks)
 	const pk, id = "tenant-a", "et-1"
 	body := doc{ID: id, TenantID: pk, Name: "same"}.json(t)
 	seen := map[string]string{}
@@ -314,7 +315,7 @@ func (s *suite) etagChanges(t *testing.T) {
 
 func (s *suite) tenantIsolation(t *testing.T) {
 	ctx := t.Context()
-	c := s.container(t, store.WebhooksContainer)
+	c := s.container(t, domain.ContainerWebhooks)
 	const a, b = "tenant-a", "tenant-b"
 	// tenant-a is a prefix of tenant-ab: a backend keying by concatenation would leak.
 	const ab = "tenant-ab"
@@ -370,7 +371,7 @@ func (s *suite) partitionScopedIDs(t *testing.T) {
 		t.Skip(s.caps.NoPartitionScopeReason)
 	}
 	ctx := t.Context()
-	c := s.container(t, store.WebhooksContainer)
+	c := s.container(t, domain.ContainerWebhooks)
 	const a, b = "tenant-a", "tenant-b"
 	mustCreate(t, c, doc{ID: "shared", TenantID: a, Name: "mine"})
 	mustCreate(t, c, doc{ID: "shared", TenantID: b, Name: "theirs"})
@@ -393,7 +394,7 @@ func (s *suite) partitionScopedIDs(t *testing.T) {
 }
 
 func (s *suite) queryFilters(t *testing.T) {
-	c := s.container(t, store.WebhooksContainer)
+	c := s.container(t, domain.ContainerWebhooks)
 	const pk = "tenant-f"
 	names := []string{"alpha", "beta", "gamma"}
 	var docs []doc
@@ -437,7 +438,7 @@ func (s *suite) queryFilters(t *testing.T) {
 
 func (s *suite) queryPagination(t *testing.T) {
 	ctx := t.Context()
-	c := s.container(t, store.WebhooksContainer)
+	c := s.container(t, domain.ContainerWebhooks)
 	const pk, n, size = "tenant-p", 237, 50
 	var want []string
 	// Unpadded numbers: id order is byte order ("p-10" < "p-9"), not numeric.
@@ -505,7 +506,7 @@ func (s *suite) queryPagination(t *testing.T) {
 
 func (s *suite) queryBogusToken(t *testing.T) {
 	ctx := t.Context()
-	c := s.container(t, store.WebhooksContainer)
+	c := s.container(t, domain.ContainerWebhooks)
 	mustCreate(t, c, doc{ID: "x", TenantID: "tenant-a"})
 	for _, token := range []string{"not a token", "%%%", "eyJ0cnVuY2F0ZWQ"} {
 		if _, err := c.Query(ctx, store.Query{PartitionKey: "tenant-a", Continuation: token}); !errors.Is(err, store.ErrInvalidQuery) {
@@ -517,7 +518,7 @@ func (s *suite) queryBogusToken(t *testing.T) {
 func (s *suite) queryCrossPartition(t *testing.T) {
 	ctx := t.Context()
 	b := s.open(t, store.Containers(specTTL))
-	catalog := mustContainer(t, b, store.CatalogContainer)
+	catalog := mustContainer(t, b, domain.ContainerCatalog)
 	categories := []string{"crm", "storage", "ticketing", "erp"}
 	var want, wantEnabled []string
 	for i := range 45 {
@@ -557,10 +558,10 @@ func (s *suite) queryCrossPartition(t *testing.T) {
 		t.Errorf("filtered cross-partition query: got %v, want %v", got, wantEnabled)
 	}
 
-	webhooks := mustContainer(t, b, store.WebhooksContainer)
+	webhooks := mustContainer(t, b, domain.ContainerWebhooks)
 	mustCreate(t, webhooks, doc{ID: "w", TenantID: "tenant-a"})
 	if _, err := webhooks.Query(ctx, store.Query{}); !errors.Is(err, store.ErrInvalidQuery) {
-		t.Errorf("cross-partition query on %s (tenant data): got %v, want ErrInvalidQuery", store.WebhooksContainer, err)
+		t.Errorf("cross-partition query on %s (tenant data): got %v, want ErrInvalidQuery", domain.ContainerWebhooks, err)
 	}
 	if _, err := b.Container("integration_no_such_container"); err == nil {
 		t.Error("Container of an undeclared name returned no error")
@@ -572,12 +573,12 @@ func (s *suite) ttlStamp(t *testing.T) {
 	if s.caps.TTLDeclared == nil {
 		t.Fatal("Capabilities.TTLDeclared is required: it checks the backend really turned expiry on")
 	}
-	c, b := s.containerOf(t, store.ExecutionsContainer)
-	if !s.caps.TTLDeclared(t, b, store.ExecutionsContainer) {
-		t.Errorf("%s was opened with TTL %v but the backend does not declare expiry on it", store.ExecutionsContainer, specTTL)
+	c, b := s.containerOf(t, domain.ContainerExecutions)
+	if !s.caps.TTLDeclared(t, b, domain.ContainerExecutions) {
+		t.Errorf("%s was opened with TTL %v but the backend does not declare expiry on it", domain.ContainerExecutions, specTTL)
 	}
-	if s.caps.TTLDeclared(t, b, store.WebhooksContainer) {
-		t.Errorf("%s has no TTL in its spec but the backend declares expiry on it", store.WebhooksContainer)
+	if s.caps.TTLDeclared(t, b, domain.ContainerWebhooks) {
+		t.Errorf("%s has no TTL in its spec but the backend declares expiry on it", domain.ContainerWebhooks)
 	}
 	const pk = "tenant-a"
 	wantTTL := specTTL.Seconds()
@@ -591,7 +592,7 @@ func (s *suite) ttlStamp(t *testing.T) {
 
 	mustCreate(t, c, doc{ID: "exec-default", TenantID: pk, Name: "created"})
 	if got := ttlOf(mustRead(t, c, pk, "exec-default").Body); got != wantTTL {
-		t.Errorf("document written without ttl in %s carries ttl %v, want %v (the container's retention in seconds)", store.ExecutionsContainer, got, wantTTL)
+		t.Errorf("document written without ttl in %s carries ttl %v, want %v (the container's retention in seconds)", domain.ContainerExecutions, got, wantTTL)
 	}
 	if _, err := c.Replace(ctx, pk, "exec-default", doc{ID: "exec-default", TenantID: pk, Name: "replaced"}.json(t), ""); err != nil {
 		t.Fatalf("Replace: %v", err)
@@ -615,10 +616,10 @@ func (s *suite) ttlStamp(t *testing.T) {
 		}
 	}
 
-	other := mustContainer(t, b, store.WebhooksContainer)
+	other := mustContainer(t, b, domain.ContainerWebhooks)
 	mustCreate(t, other, doc{ID: "hook", TenantID: pk})
 	if got := ttlOf(mustRead(t, other, pk, "hook").Body); got != nil {
-		t.Errorf("a document in %s (no TTL) came back with ttl %v", store.WebhooksContainer, got)
+		t.Errorf("a document in %s (no TTL) came back with ttl %v", domain.ContainerWebhooks, got)
 	}
 }
 
@@ -628,8 +629,8 @@ func (s *suite) ttlExpiry(t *testing.T) {
 	}
 	ctx := t.Context()
 	b := s.open(t, store.Containers(specTTL))
-	execs := mustContainer(t, b, store.ExecutionsContainer)
-	hooks := mustContainer(t, b, store.WebhooksContainer)
+	execs := mustContainer(t, b, domain.ContainerExecutions)
+	hooks := mustContainer(t, b, domain.ContainerWebhooks)
 	const pk = "tenant-a"
 	mustCreate(t, execs, doc{ID: "short-lived", TenantID: pk, TTL: 1})
 	mustCreate(t, execs, doc{ID: "retained", TenantID: pk})
@@ -662,7 +663,7 @@ func (s *suite) concurrentUpdates(t *testing.T) {
 		t.Skip(s.caps.NoIfMatchReason)
 	}
 	ctx := t.Context()
-	repo := store.NewRepository[doc](s.container(t, store.WebhooksContainer))
+	repo := store.NewRepository[doc](s.container(t, domain.ContainerWebhooks))
 	const pk, id, writers, each = "tenant-a", "counter", 8, 25
 	if _, err := repo.Create(ctx, doc{ID: id, TenantID: pk}); err != nil {
 		t.Fatalf("Create: %v", err)
@@ -694,7 +695,7 @@ func (s *suite) concurrentUpdates(t *testing.T) {
 
 func (s *suite) repository(t *testing.T) {
 	ctx := t.Context()
-	repo := store.NewRepository[doc](s.container(t, store.WebhooksContainer))
+	repo := store.NewRepository[doc](s.container(t, domain.ContainerWebhooks))
 	const pk = "tenant-r"
 	d := doc{ID: "r-1", TenantID: pk, Name: "first", Counter: 1, Score: 2.25}
 	etag, err := repo.Create(ctx, d)
