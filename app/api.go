@@ -104,23 +104,24 @@ func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts
 	p.servers = append(p.servers, admin)
 	p.AdminAddr = admin.Addr
 
+	deps := &shared{cfg: cfg, backend: p.backend, logger: logger}
 	for _, part := range parts {
 		switch part {
 		case PartAPI:
-			srv, err := buildAPI(ctx, cfg, logger, p.backend, p.transport, p.router, registry)
+			srv, err := buildAPI(ctx, cfg, logger, p.backend, deps, p.transport, p.router, registry)
 			if err != nil {
 				return nil, err
 			}
 			p.servers = append(p.servers, srv)
 			p.APIAddr = srv.Addr
 		case PartDispatcher:
-			d, err := buildDispatcher(cfg, logger, p.backend, p.transport, p.router, registry)
+			d, err := buildDispatcher(cfg, logger, p.backend, deps, p.transport, p.router, registry)
 			if err != nil {
 				return nil, err
 			}
 			p.closers = append(p.closers, d.Close)
 		case PartSyncWorker:
-			closeAudit, err := buildSyncWorker(cfg, logger, p.backend, p.transport, p.router)
+			closeAudit, err := buildSyncWorker(cfg, logger, p.backend, deps, p.transport, p.router)
 			if err != nil {
 				return nil, err
 			}
@@ -132,7 +133,7 @@ func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts
 			}
 			p.loops = append(p.loops, loop)
 		case PartConflictResolver:
-			if err := buildConflictResolver(cfg, logger, p.backend, p.transport, p.router, registry); err != nil {
+			if err := buildConflictResolver(cfg, logger, p.backend, deps, p.transport, p.router, registry); err != nil {
 				return nil, err
 			}
 		}
@@ -166,7 +167,7 @@ func (p *Process) close() {
 }
 
 // buildAPI wires the command API and the poison recorder its operators read.
-func buildAPI(ctx context.Context, cfg *config.Config, logger zerolog.Logger, backend store.Backend,
+func buildAPI(ctx context.Context, cfg *config.Config, logger zerolog.Logger, backend store.Backend, deps *shared,
 	transport *messaging.Transport, router *message.Router, registry *prometheus.Registry) (*httpServer, error) {
 	authn, authReady, err := Authenticator(ctx, cfg, logger)
 	if err != nil {
@@ -176,7 +177,7 @@ func buildAPI(ctx context.Context, cfg *config.Config, logger zerolog.Logger, ba
 	if authReady != nil {
 		readiness = append(readiness, httpapi.ReadinessCheck{Name: "jwks", Check: authReady})
 	}
-	secretStore, err := SecretStore(cfg, backend)
+	secretStore, err := deps.secrets()
 	if err != nil {
 		return nil, err
 	}

@@ -21,9 +21,9 @@ func RunWebhookDispatcher(ctx context.Context, cfg *config.Config, logger zerolo
 }
 
 // buildDispatcher wires the fan-out and delivery consumers.
-func buildDispatcher(cfg *config.Config, logger zerolog.Logger, backend store.Backend,
+func buildDispatcher(cfg *config.Config, logger zerolog.Logger, backend store.Backend, deps *shared,
 	transport *messaging.Transport, router *message.Router, registry *prometheus.Registry) (*webhook.Dispatcher, error) {
-	secretStore, err := SecretStore(cfg, backend)
+	secretStore, err := deps.secrets()
 	if err != nil {
 		return nil, err
 	}

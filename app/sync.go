@@ -53,24 +53,15 @@ func ShardStore(cfg *config.Config, backend store.Backend) (shards.Store, error)
 	return shards.NewLocal(c)
 }
 
-// clientFactory builds connector clients for integrations, credentials from Secret Management.
-func clientFactory(cfg *config.Config, backend store.Backend, logger zerolog.Logger) (*integrations.Factory, error) {
-	secretStore, err := SecretStore(cfg, backend)
-	if err != nil {
-		return nil, err
-	}
-	return integrations.NewFactory(backend, secretStore, integrations.Options{Logger: logger})
-}
-
 // buildSyncWorker wires the sync-run and ingress consumers; the returned
 // closer flushes the audit trail.
-func buildSyncWorker(cfg *config.Config, logger zerolog.Logger, backend store.Backend,
+func buildSyncWorker(cfg *config.Config, logger zerolog.Logger, backend store.Backend, deps *shared,
 	transport *messaging.Transport, router *message.Router) (func() error, error) {
-	factory, err := clientFactory(cfg, backend, logger)
+	factory, err := deps.clients()
 	if err != nil {
 		return nil, err
 	}
-	shardStore, err := ShardStore(cfg, backend)
+	shardStore, err := deps.shards()
 	if err != nil {
 		return nil, err
 	}
@@ -115,13 +106,13 @@ func buildScheduler(cfg *config.Config, logger zerolog.Logger, backend store.Bac
 }
 
 // buildConflictResolver wires the conflict.detected and resolve consumers.
-func buildConflictResolver(cfg *config.Config, logger zerolog.Logger, backend store.Backend,
+func buildConflictResolver(cfg *config.Config, logger zerolog.Logger, backend store.Backend, deps *shared,
 	transport *messaging.Transport, router *message.Router, registry *prometheus.Registry) error {
-	factory, err := clientFactory(cfg, backend, logger)
+	factory, err := deps.clients()
 	if err != nil {
 		return err
 	}
-	shardStore, err := ShardStore(cfg, backend)
+	shardStore, err := deps.shards()
 	if err != nil {
 		return err
 	}
