@@ -126,7 +126,7 @@ func deliverClosedLoop(t *testing.T, s *started, rcv *receiver, n int) (float64,
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(n) {
-				postEvent(t, client, s)
+				postBenchEvent(t, client, s)
 			}
 		}()
 	}
@@ -156,13 +156,13 @@ func postAtRate(t *testing.T, s *started, rate float64, d time.Duration) int64 {
 		time.Sleep(time.Until(next))
 		wg.Add(1)
 		sent++
-		go func() { defer wg.Done(); postEvent(t, client, s) }()
+		go func() { defer wg.Done(); postBenchEvent(t, client, s) }()
 	}
 	wg.Wait()
 	return sent
 }
 
-func postEvent(t *testing.T, client *http.Client, s *started) {
+func postBenchEvent(t *testing.T, client *http.Client, s *started) {
 	body := `{"type":"contact.updated","data":{"sentAt":` + strconv.FormatInt(time.Now().UnixNano(), 10) + `}}`
 	req, _ := http.NewRequest("POST", s.baseURL+"/api/v1/events", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+s.key)
