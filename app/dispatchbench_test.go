@@ -67,7 +67,7 @@ func TestBench_Dispatcher(t *testing.T) {
 
 		rate, p50, p99 := deliverClosedLoop(t, s, rcv, events)
 		rows = append(rows, benchRow{Case: "deliveries end to end, " + mode.name, Rate: rate, P50ms: ms(p50), P99ms: ms(p99),
-			Baseline: "raw RabbitMQ loop", Ratio: rate / rawRabbit, Note: "16 clients posting as fast as accepted"})
+			Baseline: "raw RabbitMQ loop", Ratio: rate / rawRabbit, Note: fmt.Sprintf("%d clients posting as fast as accepted", benchClients())})
 		half := rate / 2
 		hp50, hp99 := deliverOpenLoop(t, s, rcv, half, 5*time.Second)
 		rows = append(rows, benchRow{Case: fmt.Sprintf("latency at half the peak (%.0f events/s), %s", half, mode.name),
@@ -76,6 +76,9 @@ func TestBench_Dispatcher(t *testing.T) {
 
 	// Isolation: 20 healthy endpoints, with and without one that answers after 10 s.
 	for _, slow := range []bool{false, true} {
+		if os.Getenv("IM_BENCH_ISOLATION") == "0" {
+			break
+		}
 		s := start(t, environ(t, append(append(onRabbitMQ(t), "IM_LOG_LEVEL=error"), strings.Fields(os.Getenv("IM_BENCH_ENV"))...)...), app.PartAPI, app.PartDispatcher)
 		healthy := make([]*receiver, 20)
 		for i := range healthy {
@@ -121,7 +124,7 @@ func deliverClosedLoop(t *testing.T, s *started, rcv *receiver, n int) (float64,
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	begin := time.Now()
-	for range 16 {
+	for range benchClients() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -189,6 +192,9 @@ func waitFor(t *testing.T, within time.Duration, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// benchClients is how many clients post events at once in the closed loop.
+func benchClients() int { return envInt("IM_BENCH_CLIENTS", 16) }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 

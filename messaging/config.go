@@ -25,11 +25,13 @@ type Config struct {
 	// policy there. Existing queues keep their type, so switching needs new queue names
 	// (a different QueuePrefix) or a migration.
 	QuorumQueues bool
-	// Prefetch is the QoS prefetch count of each consumer channel. A subscription handles
-	// one message at a time, so anything above 1 only keeps the next messages on the wire.
+	// Prefetch is the most messages one consumer channel holds and handles at once (its
+	// QoS prefetch count): AddConsumer spreads a concurrency of n over ceil(n/Prefetch)
+	// channels. Every message sent ahead is handed to a handler at once, so none waits
+	// behind a slow one; fewer, fuller channels save the broker a round trip per message.
 	Prefetch int
-	// ConsumersPerQueue is how many subscriptions AddConsumer opens per queue in this
-	// process when asked for n <= 0: the process's concurrency per (topic, role).
+	// ConsumersPerQueue is how many messages per queue AddConsumer handles at once in
+	// this process when asked for n <= 0: the process's concurrency per (topic, role).
 	ConsumersPerQueue int
 	// PublishChannels is the number of pooled confirm-mode channels used for publishing:
 	// the number of publishes that can wait for a broker confirm at the same time.
@@ -55,7 +57,7 @@ type Config struct {
 // Defaults used by WithDefaults.
 const (
 	DefaultExchange          = "castiel.integration"
-	DefaultPrefetch          = 4
+	DefaultPrefetch          = 16
 	DefaultConsumersPerQueue = 4
 	DefaultPublishChannels   = 16
 	DefaultPublishTimeout    = 30 * time.Second

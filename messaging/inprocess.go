@@ -178,9 +178,12 @@ func (p *inProcess) group(role, topic string) (*roleGroup, error) {
 
 func (p *inProcess) publisher() message.Publisher { return p.gc }
 
-func (p *inProcess) subscriber(role string) message.Subscriber {
+func (p *inProcess) subscriber(role string, _ int) message.Subscriber {
 	return &inProcessSubscriber{p: p, role: role, closing: make(chan struct{})}
 }
+
+// spread: an in-process subscription hands over one message at a time.
+func (p *inProcess) spread(n int) (subscriptions, inFlight int) { return n, 1 }
 
 func (p *inProcess) declare(_ context.Context, role string, topics []string) error {
 	for _, topic := range topics {

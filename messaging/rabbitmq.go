@@ -139,8 +139,15 @@ func (r *rabbitMQ) declareOn(ch *amqp.Channel, role, topic string) error {
 
 func (r *rabbitMQ) publisher() message.Publisher { return r.pub }
 
-func (r *rabbitMQ) subscriber(role string) message.Subscriber {
-	return &rabbitSubscriber{r: r, role: role, closing: make(chan struct{})}
+func (r *rabbitMQ) subscriber(role string, inFlight int) message.Subscriber {
+	return &rabbitSubscriber{r: r, role: role, inFlight: max(inFlight, 1), closing: make(chan struct{})}
+}
+
+// spread splits a concurrency of n over consumer channels of at most Prefetch
+// messages each, evenly: 64 at prefetch 16 is 4 channels of 16, 20 is 2 of 10.
+func (r *rabbitMQ) spread(n int) (subscriptions, inFlight int) {
+	subscriptions = (n + r.cfg.Prefetch - 1) / r.cfg.Prefetch
+	return subscriptions, (n + subscriptions - 1) / subscriptions
 }
 
 func (r *rabbitMQ) declare(ctx context.Context, role string, topics []string) error {
@@ -384,11 +391,14 @@ func (p *rabbitPublisher) Close() error {
 }
 
 // rabbitSubscriber consumes the queues of one role. Each Subscribe opens one consumer
-// (its own channel) that hands over one message at a time and waits for its ack or
-// nack; after a lost connection or channel it consumes again on the new connection.
+// (its own channel, prefetch inFlight) that hands over up to inFlight messages at once,
+// each settled on its own as soon as its handler acks or nacks it, so a slow message
+// holds one place and never the ones behind it; after a lost connection or channel it
+// consumes again on the new connection.
 type rabbitSubscriber struct {
 	r         *rabbitMQ
 	role      string
+	inFlight  int
 	closing   chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -499,10 +509,10 @@ func (s *rabbitSubscriber) consumeOnce(ctx context.Context, stop <-chan struct{}
 	}
 	// Closing the channel returns prefetched, unacked messages to the queue.
 	defer ch.Close()
-	if s.r.cfg.Prefetch > 0 {
-		if err := ch.Qos(s.r.cfg.Prefetch, 0, false); err != nil {
-			return fmt.Errorf("set prefetch: %w", err)
-		}
+	// The broker sends no more than we handle at once: nothing waits in our buffer
+	// behind a slow message.
+	if err := ch.Qos(s.inFlight, 0, false); err != nil {
+		return fmt.Errorf("set prefetch: %w", err)
 	}
 	// Declared again on every (re)start: cheap, and it recreates a queue that was
 	// deleted or lost with a non-durable broker.
@@ -513,15 +523,39 @@ func (s *rabbitSubscriber) consumeOnce(ctx context.Context, stop <-chan struct{}
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", queue, err)
 	}
+	// Every message in hand is settled (or its drain has ended) before the channel
+	// closes, and none is handed over twice: a new channel starts only after this one's
+	// handlers are done.
+	places := make(chan struct{}, s.inFlight)
+	failed := make(chan error, 1)
+	var handling sync.WaitGroup
+	defer handling.Wait()
 	for {
+		select {
+		case places <- struct{}{}:
+		case err := <-failed:
+			return err
+		case <-stop:
+			return errStopping
+		}
 		select {
 		case d, ok := <-deliveries:
 			if !ok {
 				return fmt.Errorf("consume %s: channel closed", queue)
 			}
-			if err := s.deliver(ctx, stop, d, out); err != nil {
-				return err
-			}
+			handling.Add(1)
+			go func() {
+				defer handling.Done()
+				defer func() { <-places }()
+				if err := s.deliver(ctx, stop, d, out); err != nil && !errors.Is(err, errStopping) {
+					select {
+					case failed <- err:
+					default:
+					}
+				}
+			}()
+		case err := <-failed:
+			return err
 		case <-stop:
 			return errStopping
 		}

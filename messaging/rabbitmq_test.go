@@ -237,3 +237,67 @@ func TestNewRabbitMQ_WrongCredentialsFailAtOnce(t *testing.T) {
 		t.Errorf("took %s to report wrong credentials", took)
 	}
 }
+
+// One consumer channel hands over several messages at once and settles each on its
+// own: a message whose handler hangs holds one place, the others flow past it, and
+// never more than the asked concurrency run at once.
+func TestRabbitMQ_OneChannelHandlesSeveralMessagesAndASlowOneHoldsOnlyItsPlace(t *testing.T) {
+	env := rabbitEnv(t, func(c *Config) { c.Prefetch = 16 })
+	const topic, role, concurrency, fast = TopicCmdWebhookDeliver, "dispatcher", 4, 40
+	env.declare(role, topic)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	running, most, handled := 0, 0, 0
+	done := make(chan struct{})
+	r := newRouter(t, env.transport, fastPolicy())
+	addConsumer(t, r, env.transport, role, topic, concurrency, func(msg *message.Message) error {
+		mu.Lock()
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			running--
+			mu.Unlock()
+		}()
+		if msg.Metadata.Get("slow") == "true" {
+			<-release
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+		mu.Lock()
+		handled++
+		if handled == fast {
+			close(done)
+		}
+		mu.Unlock()
+		return nil
+	})
+	runRouter(t, r)
+	if subs, inFlight := env.transport.backend.spread(concurrency); subs != 1 || inFlight != concurrency {
+		t.Fatalf("a concurrency of %d at prefetch 16 should be 1 channel of %d, got %d of %d", concurrency, concurrency, subs, inFlight)
+	}
+
+	slow := mustMessage(t, context.Background(), "test.slow.v1", map[string]int{"i": -1})
+	slow.Metadata.Set("slow", "true")
+	publish(t, env.transport, topic, slow)
+	for i := range fast {
+		publish(t, env.transport, topic, mustMessage(t, context.Background(), "test.fast.v1", map[string]int{"i": i}))
+	}
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("only %d of %d messages handled while one hung: the slow one held the channel", handled, fast)
+	}
+	close(release)
+	mu.Lock()
+	defer mu.Unlock()
+	if most > concurrency {
+		t.Errorf("%d handlers ran at once, want at most %d", most, concurrency)
+	}
+	if most < 2 {
+		t.Errorf("at most %d handler ran at a time: the channel did not hand over messages concurrently", most)
+	}
+}

@@ -260,9 +260,11 @@ func handlerRole(name string) string {
 	return role
 }
 
-// AddConsumer registers n consumers of role on topic (n <= 0: the transport's
-// ConsumersPerQueue). Each consumer handles one message at a time, so n is the
-// process's concurrency for this queue. Call it before router.Run.
+// AddConsumer has role consume topic handling up to n messages at once in this process
+// (n <= 0: the transport's ConsumersPerQueue). On RabbitMQ they are spread over
+// ceil(n/Prefetch) consumer channels that each hand over several messages at once; in
+// process, n subscriptions take one each. Each message is settled on its own, so a slow
+// one holds only its own place. Call it before router.Run.
 func AddConsumer(r *message.Router, t *Transport, role, topic string, n int, h message.NoPublishHandlerFunc) (err error) {
 	if err := validateName("role", role); err != nil {
 		return err
@@ -282,8 +284,9 @@ func AddConsumer(r *message.Router, t *Transport, role, topic string, n int, h m
 			err = fmt.Errorf("add consumer %s@%s: %v", role, topic, p)
 		}
 	}()
-	sub := t.Subscriber(role)
-	for i := range n {
+	subscriptions, inFlight := t.backend.spread(n)
+	sub := t.backend.subscriber(role, inFlight)
+	for i := range subscriptions {
 		r.AddConsumerHandler(handlerName(role, topic, i), topic, sub, h)
 	}
 	return nil

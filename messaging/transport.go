@@ -16,7 +16,11 @@ import (
 // backend is what differs between RabbitMQ and GoChannel.
 type backend interface {
 	publisher() message.Publisher
-	subscriber(role string) message.Subscriber
+	// subscriber consumes role's queues, each subscription handling up to inFlight
+	// messages at once where the backend can (see spread).
+	subscriber(role string, inFlight int) message.Subscriber
+	// spread splits a concurrency of n messages into subscriptions × messages in flight each.
+	spread(n int) (subscriptions, inFlight int)
 	declare(ctx context.Context, role string, topics []string) error
 	// delay makes msg reach role's queue of topic (only) after ttl; 0: at once.
 	delay(ctx context.Context, role, topic string, msg *message.Message, ttl time.Duration) error
@@ -49,7 +53,7 @@ func (t *Transport) Publisher() message.Publisher { return t.pub }
 // Subscriber returns the subscriber of a consumer role. Replicas of one role share
 // each topic's messages (one queue per (topic, role)); different roles each get every
 // message. Each Subscribe call is one consumer handling one message at a time.
-func (t *Transport) Subscriber(role string) message.Subscriber { return t.backend.subscriber(role) }
+func (t *Transport) Subscriber(role string) message.Subscriber { return t.backend.subscriber(role, 1) }
 
 // Declare creates role's queues for topics without consuming, so that messages
 // published from now on wait for the role's consumers. On RabbitMQ a message published
