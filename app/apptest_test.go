@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 
 	"github.com/castiel/integration-manager/app"
 	"github.com/castiel/integration-manager/config"
+	"github.com/castiel/integration-manager/logging"
 	"github.com/castiel/integration-manager/messaging"
 	"github.com/castiel/integration-manager/messaging/rabbittest"
 	"github.com/castiel/integration-manager/store/cosmostest"
@@ -108,8 +108,14 @@ func startStoppable(t testing.TB, env []string, parts ...app.Part) *running {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	// Discarded, but at the configured level: a disabled log line costs what it would
+	// in production (nothing), so benchmarks do not pay for debug lines nobody reads.
+	logger, err := logging.New(io.Discard, cfg.Log.Level, cfg.Log.Format, "test")
+	if err != nil {
+		t.Fatalf("logger: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p, err := app.Start(ctx, cfg, zerolog.New(io.Discard), parts...)
+	p, err := app.Start(ctx, cfg, logger, parts...)
 	if err != nil {
 		cancel()
 		t.Fatalf("start: %v", err)

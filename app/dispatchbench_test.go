@@ -40,11 +40,14 @@ func TestBench_Dispatcher(t *testing.T) {
 	events := envInt("IM_BENCH_EVENTS", 5000)
 	var rows []benchRow
 
+	cores := runtime.NumCPU()
+	cpu := startCPU()
 	rawRabbit := rawRabbitLoop(t, 4*events)
-	rows = append(rows, benchRow{Case: "raw RabbitMQ publish (confirms) → consume → ack", Rate: rawRabbit})
+	rows = append(rows, benchRow{Case: "raw RabbitMQ publish (confirms) → consume → ack", Rate: rawRabbit, Note: cpu.note(cores, 4*events)})
 	plain := newReceiver(t, 0)
+	cpu = startCPU()
 	rawHTTP := rawHTTPLoop(t, plain.url(), 4*events)
-	rows = append(rows, benchRow{Case: "raw HTTP POST loop to a local receiver (16 in flight)", Rate: rawHTTP})
+	rows = append(rows, benchRow{Case: "raw HTTP POST loop to a local receiver (16 in flight)", Rate: rawHTTP, Note: cpu.note(cores, 4*events)})
 
 	for _, mode := range []struct {
 		name string
@@ -65,9 +68,11 @@ func TestBench_Dispatcher(t *testing.T) {
 		rcv := newReceiver(t, 0)
 		subscribe(t, s, rcv.url())
 
+		cpu := startCPU()
 		rate, p50, p99 := deliverClosedLoop(t, s, rcv, events)
 		rows = append(rows, benchRow{Case: "deliveries end to end, " + mode.name, Rate: rate, P50ms: ms(p50), P99ms: ms(p99),
-			Baseline: "raw RabbitMQ loop", Ratio: rate / rawRabbit, Note: fmt.Sprintf("%d clients posting as fast as accepted", benchClients())})
+			Baseline: "raw RabbitMQ loop", Ratio: rate / rawRabbit,
+			Note: fmt.Sprintf("%d clients posting as fast as accepted; %s", benchClients(), cpu.note(cores, events))})
 		half := rate / 2
 		hp50, hp99 := deliverOpenLoop(t, s, rcv, half, 5*time.Second)
 		rows = append(rows, benchRow{Case: fmt.Sprintf("latency at half the peak (%.0f events/s), %s", half, mode.name),
