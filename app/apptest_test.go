@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/castiel/integration-manager/app"
 	"github.com/castiel/integration-manager/config"
 	"github.com/castiel/integration-manager/logging"
