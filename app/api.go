@@ -20,6 +20,7 @@ import (
 	"github.com/castiel/integration-manager/messaging/sender"
 	"github.com/castiel/integration-manager/secrets"
 	"github.com/castiel/integration-manager/store"
+	"github.com/castiel/integration-manager/telemetry"
 )
 
 // RunAPI runs the command API (cmd/api) and the poison recorder.
@@ -57,6 +58,7 @@ type Process struct {
 	servers   []*httpServer
 	closers   []func() error
 	loops     []func(context.Context) error // run beside the router until ctx ends
+	tracing   *telemetry.Tracing            // shut down (flushed) last
 
 	// APIAddr is the address the API really listens on (with PartAPI).
 	APIAddr string
@@ -65,9 +67,20 @@ type Process struct {
 }
 
 // Start opens the store and the broker once, declares every queue and builds
-// the given parts, binding their ports. Run serves them.
-func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts ...Part) (_ *Process, err error) {
-	p := &Process{cfg: cfg, logger: logger}
+// the given parts, binding their ports. Run serves them. Tracing is what the
+// OTEL_* environment asks for (off by default).
+func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts ...Part) (*Process, error) {
+	tracing, err := telemetry.FromEnv(ctx, cfg.Service, logger)
+	if err != nil {
+		return nil, err
+	}
+	return StartTraced(ctx, cfg, logger, tracing, parts...)
+}
+
+// StartTraced is Start with the given tracing instead of the environment's
+// (a test's in-memory exporter). The process shuts it down when it stops.
+func StartTraced(ctx context.Context, cfg *config.Config, logger zerolog.Logger, tracing *telemetry.Tracing, parts ...Part) (_ *Process, err error) {
+	p := &Process{cfg: cfg, logger: logger, tracing: tracing}
 	defer func() {
 		if err != nil {
 			p.close()
@@ -91,9 +104,11 @@ func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts
 	}
 	policy := RouterPolicy(cfg)
 	policy.Metrics = registry
-	if p.router, err = messaging.NewRouter(logger, policy, p.transport.Publisher()); err != nil {
+	publisher := tracing.Publisher(p.transport.Publisher(), messagingSystem(cfg))
+	if p.router, err = messaging.NewRouter(logger, policy, publisher); err != nil {
 		return nil, err
 	}
+	p.router.AddMiddleware(tracing.Middleware(messagingSystem(cfg)))
 
 	admin, err := listenHTTP("http.admin.addr", cfg.HTTP.Admin.Addr, adminHandler(registry, []check{
 		{"store", p.backend.Ping}, {"broker", p.transport.Ping},
@@ -104,7 +119,7 @@ func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts
 	p.servers = append(p.servers, admin)
 	p.AdminAddr = admin.Addr
 
-	deps := &shared{cfg: cfg, backend: p.backend, logger: logger}
+	deps := &shared{cfg: cfg, backend: p.backend, logger: logger, tracing: tracing, publisher: publisher}
 	for _, part := range parts {
 		switch part {
 		case PartAPI:
@@ -127,7 +142,7 @@ func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts
 			}
 			p.closers = append(p.closers, closeAudit)
 		case PartScheduler:
-			loop, err := buildScheduler(cfg, logger, p.backend, p.transport)
+			loop, err := buildScheduler(cfg, logger, p.backend, deps)
 			if err != nil {
 				return nil, err
 			}
@@ -164,6 +179,11 @@ func (p *Process) close() {
 			p.logger.Warn().Err(err).Msg("close store")
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.tracing.Shutdown(ctx); err != nil {
+		p.logger.Warn().Err(err).Msg("flush traces")
+	}
 }
 
 // buildAPI wires the command API and the poison recorder its operators read.
@@ -192,9 +212,9 @@ func buildAPI(ctx context.Context, cfg *config.Config, logger zerolog.Logger, ba
 	handler, err := httpapi.New(httpapi.Deps{
 		Store:     backend,
 		Auth:      authn,
-		Commands:  sender.New(transport.Publisher(), "castiel/integration-manager/"+cfg.Service),
+		Commands:  sender.New(deps.publisher, "castiel/integration-manager/"+cfg.Service),
 		Secrets:   secretsAdapter{secretStore},
-		Poison:    poisonAdapter{poison.NewQueue(poisonC, transport.Publisher(), time.Now)},
+		Poison:    poisonAdapter{poison.NewQueue(poisonC, deps.publisher, time.Now)},
 		Readiness: readiness,
 		Metrics:   registry,
 	}, httpapi.Options{
@@ -207,6 +227,7 @@ func buildAPI(ctx context.Context, cfg *config.Config, logger zerolog.Logger, ba
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
+	handler = deps.tracing.Handler(handler, "/healthz", "/readyz", "/metrics")
 	srv, err := listenHTTP("http.api.addr", cfg.HTTP.API.Addr, handler, cfg.HTTP.API.ReadTimeout, cfg.HTTP.API.WriteTimeout, logger)
 	if err != nil {
 		return nil, err

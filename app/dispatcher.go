@@ -32,11 +32,13 @@ func buildDispatcher(cfg *config.Config, logger zerolog.Logger, backend store.Ba
 	d, err := webhook.New(webhook.Deps{
 		Store:     backend,
 		Secrets:   secretStore,
-		Publisher: transport.Publisher(),
+		Publisher: deps.publisher,
 		Delayer:   transport,
-		Events:    sender.New(transport.Publisher(), source),
+		Events:    sender.New(deps.publisher, source),
 		Logger:    logger,
 		Metrics:   registry,
+		// Deliveries carry the trace to the tenant's endpoint.
+		WrapTransport: deps.tracing.Transport,
 	}, webhook.Options{
 		Timeout:                dc.Timeout,
 		ResponseBodyCap:        dc.ResponseBodyCap,

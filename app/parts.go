@@ -15,6 +15,7 @@ import (
 	"github.com/castiel/integration-manager/messaging/delaystore"
 	"github.com/castiel/integration-manager/secrets"
 	"github.com/castiel/integration-manager/store"
+	"github.com/castiel/integration-manager/telemetry"
 )
 
 // OpenTransport connects the configured broker. RabbitMQ start-up retries
@@ -50,6 +51,7 @@ func messagingConfig(cfg *config.Config) messaging.Config {
 		ConsumersPerQueue: a.ConsumersPerQueue,
 		PublishChannels:   a.ChannelPoolSize,
 		ConnectionName:    "castiel-integration " + cfg.Service,
+		DrainTimeout:      drainTimeout(cfg.Shutdown.Timeout),
 		DelayTiers:        delayTiers(cfg),
 	}
 }
@@ -66,6 +68,14 @@ func delayTiers(cfg *config.Config) []time.Duration {
 	}
 	slices.Sort(tiers)
 	return slices.Compact(tiers)
+}
+
+// messagingSystem names the broker in spans (messaging.system).
+func messagingSystem(cfg *config.Config) string {
+	if cfg.Broker.Kind == config.BrokerAMQP {
+		return "rabbitmq"
+	}
+	return "gochannel"
 }
 
 // RouterPolicy is the shared router policy of every worker.
@@ -111,11 +121,12 @@ func Authenticator(ctx context.Context, cfg *config.Config, logger zerolog.Logge
 	return auth.Chain(chain...), ready, nil
 }
 
-// SecretStore is Secret Management over HTTP when its URL is set, else the
-// encrypted local stand-in in the store.
-func SecretStore(cfg *config.Config, backend store.Backend) (secrets.Store, error) {
+// SecretStore is Secret Management over HTTP (its calls traced by tracing,
+// which may be nil) when its URL is set, else the encrypted local stand-in in
+// the store.
+func SecretStore(cfg *config.Config, backend store.Backend, tracing *telemetry.Tracing) (secrets.Store, error) {
 	if url := cfg.Services.SecretManagement.URL; url != "" {
-		s, err := secrets.NewHTTP(url, &http.Client{Timeout: 10 * time.Second})
+		s, err := secrets.NewHTTP(url, &http.Client{Timeout: 10 * time.Second, Transport: tracing.Transport(nil)})
 		if err != nil {
 			return nil, fmt.Errorf("services.secretManagement.url: %w", err)
 		}

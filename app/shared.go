@@ -1,13 +1,18 @@
 package app
 
 import (
+	"net/http"
+
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/rs/zerolog"
 
 	"github.com/castiel/integration-manager/config"
+	"github.com/castiel/integration-manager/connector"
 	"github.com/castiel/integration-manager/integrations"
 	"github.com/castiel/integration-manager/secrets"
 	"github.com/castiel/integration-manager/shards"
 	"github.com/castiel/integration-manager/store"
+	"github.com/castiel/integration-manager/telemetry"
 )
 
 // shared holds the clients several parts of one process use, built once on
@@ -18,6 +23,10 @@ type shared struct {
 	cfg     *config.Config
 	backend store.Backend
 	logger  zerolog.Logger
+	// tracing wraps the API and every outbound HTTP client; publisher is the
+	// transport's, carrying the trace into every message.
+	tracing   *telemetry.Tracing
+	publisher message.Publisher
 
 	secretStore secrets.Store
 	shardStore  shards.Store
@@ -26,7 +35,7 @@ type shared struct {
 
 func (s *shared) secrets() (secrets.Store, error) {
 	if s.secretStore == nil {
-		st, err := SecretStore(s.cfg, s.backend)
+		st, err := SecretStore(s.cfg, s.backend, s.tracing)
 		if err != nil {
 			return nil, err
 		}
@@ -37,7 +46,7 @@ func (s *shared) secrets() (secrets.Store, error) {
 
 func (s *shared) shards() (shards.Store, error) {
 	if s.shardStore == nil {
-		st, err := ShardStore(s.cfg, s.backend)
+		st, err := ShardStore(s.cfg, s.backend, s.tracing)
 		if err != nil {
 			return nil, err
 		}
@@ -53,7 +62,13 @@ func (s *shared) clients() (*integrations.Factory, error) {
 		if err != nil {
 			return nil, err
 		}
-		f, err := integrations.NewFactory(s.backend, st, integrations.Options{Logger: s.logger})
+		// The factory's default pool (64 idle connections per host), traced.
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 64
+		f, err := integrations.NewFactory(s.backend, st, integrations.Options{
+			Connector: connector.Options{HTTPClient: &http.Client{Transport: s.tracing.Transport(t)}},
+			Logger:    s.logger,
+		})
 		if err != nil {
 			return nil, err
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/castiel/integration-manager/messaging/sender"
 	"github.com/castiel/integration-manager/shards"
 	"github.com/castiel/integration-manager/store"
+	"github.com/castiel/integration-manager/telemetry"
 )
 
 // RunSyncWorker runs sync runs and ingress-triggered runs (cmd/sync-worker).
@@ -36,11 +37,12 @@ func RunConflictResolver(ctx context.Context, cfg *config.Config, logger zerolog
 	return startAndRun(ctx, cfg, logger, PartConflictResolver)
 }
 
-// ShardStore is the Shard Manager over HTTP when its URL is set, else the
-// embedded stand-in in the store.
-func ShardStore(cfg *config.Config, backend store.Backend) (shards.Store, error) {
+// ShardStore is the Shard Manager over HTTP (its calls traced by tracing,
+// which may be nil) when its URL is set, else the embedded stand-in in the
+// store.
+func ShardStore(cfg *config.Config, backend store.Backend, tracing *telemetry.Tracing) (shards.Store, error) {
 	if url := cfg.Services.ShardManager.URL; url != "" {
-		s, err := shards.NewHTTP(url, &http.Client{Timeout: 10 * time.Second})
+		s, err := shards.NewHTTP(url, &http.Client{Timeout: 10 * time.Second, Transport: tracing.Transport(nil)})
 		if err != nil {
 			return nil, fmt.Errorf("services.shardManager.url: %w", err)
 		}
@@ -78,7 +80,7 @@ func buildSyncWorker(cfg *config.Config, logger zerolog.Logger, backend store.Ba
 		Store:   backend,
 		Clients: factory,
 		Shards:  shardStore,
-		Events:  sender.New(transport.Publisher(), "castiel/integration-manager/"+cfg.Service),
+		Events:  sender.New(deps.publisher, "castiel/integration-manager/"+cfg.Service),
 		Auditor: auditor,
 		Logger:  logger,
 	}, syncrun.Options{})
@@ -93,10 +95,10 @@ func buildSyncWorker(cfg *config.Config, logger zerolog.Logger, backend store.Ba
 }
 
 // buildScheduler returns the scheduler loop, run for the life of the process.
-func buildScheduler(cfg *config.Config, logger zerolog.Logger, backend store.Backend, transport *messaging.Transport) (func(context.Context) error, error) {
+func buildScheduler(cfg *config.Config, logger zerolog.Logger, backend store.Backend, deps *shared) (func(context.Context) error, error) {
 	s, err := scheduler.New(scheduler.Deps{
 		Store:    backend,
-		Commands: sender.New(transport.Publisher(), "castiel/integration-manager/"+cfg.Service),
+		Commands: sender.New(deps.publisher, "castiel/integration-manager/"+cfg.Service),
 		Logger:   logger,
 	}, scheduler.Options{})
 	if err != nil {
@@ -122,7 +124,7 @@ func buildConflictResolver(cfg *config.Config, logger zerolog.Logger, backend st
 		Shards:   shardStore,
 		External: external,
 		Writer:   external,
-		Events:   sender.New(transport.Publisher(), "castiel/integration-manager/"+cfg.Service),
+		Events:   sender.New(deps.publisher, "castiel/integration-manager/"+cfg.Service),
 		Logger:   logger,
 		Metrics:  registry,
 	}, conflicts.Options{})

@@ -179,7 +179,7 @@ func castielSide(t *testing.T, env []string, backend store.Backend) shards.Store
 	t.Helper()
 	cfg := loadConfig(t, env)
 	cfg.Services.ShardManager.URL = ""
-	s, err := app.ShardStore(cfg, backend)
+	s, err := app.ShardStore(cfg, backend, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

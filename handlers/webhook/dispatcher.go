@@ -188,6 +188,8 @@ type Deps struct {
 	Logger    zerolog.Logger    // never receives secrets, payloads or response bodies
 	Resolver  egress.Resolver   // DNS for the SSRF guard; nil: the system resolver
 	Metrics   prometheus.Registerer
+	// WrapTransport, when set, wraps the delivery client's transport (tracing).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // Dispatcher holds the fan-out and delivery handlers.
@@ -259,6 +261,9 @@ func New(deps Deps, opts Options) (*Dispatcher, error) {
 		attempts:  store.NewRepository[domain.DeliveryAttempt](executionsC),
 		client:    egress.NewClient(guard, egress.ClientOptions{MaxIdleConnsPerHost: max(64, opts.MaxInFlightPerEndpoint)}),
 		metrics:   m,
+	}
+	if deps.WrapTransport != nil {
+		d.client.Transport = deps.WrapTransport(d.client.Transport)
 	}
 	d.endpoints = newTTLCache[*endpointEntry](opts.CacheTTL, opts.Now)
 	d.lists = newTTLCache[[]domain.WebhookEndpoint](opts.CacheTTL, opts.Now)
