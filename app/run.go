@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/rs/zerolog"
@@ -69,6 +70,15 @@ func run(ctx context.Context, cfg *config.Config, logger zerolog.Logger, router 
 		all = append(all, err)
 	}
 	return errors.Join(all...)
+}
+
+// drainTimeout is how long a message in hand may still run after SIGTERM
+// before it is nacked back to its queue and its handler's context is cancelled
+// (an interrupted webhook attempt is then not recorded, so it costs no attempt):
+// shutdown.timeout less a reserve for that, so the router closes in time and the
+// process still exits 0 within shutdown.timeout.
+func drainTimeout(shutdown time.Duration) time.Duration {
+	return shutdown - min(shutdown/10, 2*time.Second)
 }
 
 // displayAddr turns a listen address into one a person can paste (":8080" → "localhost:8080").
