@@ -505,15 +505,17 @@ func TestConflictResolver_TwoReplicasApplyOnce(t *testing.T) {
 	castielWritesBefore := writesToCastiel.writesOf("c-ada")
 
 	replicas := []*started{start(t, env, app.PartConflictResolver), start(t, env, app.PartConflictResolver)}
-	perReplica := loadConfig(t, env).Broker.AMQP.ConsumersPerQueue
+	amqpCfg := loadConfig(t, env).Broker.AMQP
+	perReplica := amqpCfg.ConsumersPerQueue
+	channels := (perReplica + amqpCfg.Prefetch - 1) / amqpCfg.Prefetch // how AddConsumer spreads them
 	queue := messaging.Config{QueuePrefix: api.cfg.Broker.AMQP.ExchangePrefix + "."}.QueueName(messaging.TopicEvtConflictDetected, app.RoleConflictResolver)
 	eventually(t, 15*time.Second, "both replicas consuming conflict.detected", func() bool {
 		_, consumers, err := rabbittest.QueueDepth(api.cfg.Broker.AMQP.URL.Reveal(), queue)
-		return err == nil && consumers == 2*perReplica
+		return err == nil && consumers == 2*channels
 	})
 
-	// One copy per consumer: with prefetch 1 RabbitMQ hands them out round
-	// robin, so every consumer of both replicas gets the conflict at once.
+	// One copy per place in hand: RabbitMQ hands them out round robin up to each
+	// channel's prefetch, so both replicas get the conflict several times at once.
 	tr, err := app.OpenTransport(context.Background(), api.cfg, nil, zerolog.New(io.Discard))
 	if err != nil {
 		t.Fatal(err)
