@@ -363,6 +363,7 @@ func (d *Dispatcher) scheduleNext(ctx context.Context, msg *message.Message, cmd
 	if err != nil {
 		return fmt.Errorf("schedule attempt %d of delivery %s: %w", next.Attempt, cmd.DeliveryID, err)
 	}
+	d.metrics.retries.Inc()
 	d.log.Debug().Str("tenantId", cmd.TenantID).Str("deliveryId", cmd.DeliveryID).Int("attempt", next.Attempt).
 		Dur("delay", applied).Msg("next attempt scheduled")
 	return nil

@@ -135,6 +135,9 @@ func TestDelivery_RetriesOnTheScheduleThenExhausts(t *testing.T) {
 	if n := len(h.events.ofType(domain.TypeWebhookAttemptFailed)); n != 2 {
 		t.Errorf("%d WebhookAttemptFailed events, want 2", n)
 	}
+	if n := h.metric("webhook_delivery_retries_scheduled_total", ""); n != 2 {
+		t.Errorf("webhook_delivery_retries_scheduled_total = %v, want 2", n)
+	}
 	ex := h.events.ofType(domain.TypeWebhookExhausted)[0].(domain.WebhookExhausted)
 	if ex.Attempts != 3 || ex.LastResponseStatus != 500 || ex.DeliveryID != dlv {
 		t.Errorf("exhausted event %+v", ex)
@@ -260,6 +263,9 @@ func TestDelivery_BreakerOpensAndDefersWithoutBurningAttempts(t *testing.T) {
 	if len(deferred) != 2 {
 		t.Fatalf("%d deliveries deferred by the open breaker, want 2", len(deferred))
 	}
+	if n := h.metric("webhook_endpoint_circuits", "open"); n != 1 {
+		t.Errorf("webhook_endpoint_circuits{state=open} = %v while the breaker is open, want 1", n)
+	}
 
 	// After the cool-down the endpoint recovers and the deferred deliveries go through as attempt 1.
 	healthy.Store(true)
@@ -270,6 +276,9 @@ func TestDelivery_BreakerOpensAndDefersWithoutBurningAttempts(t *testing.T) {
 		if r := h.attemptsOf(id)[0]; r.Attempt != 1 || r.Status != domain.ExecDelivered {
 			t.Errorf("%s: attempt %d %s, want attempt 1 delivered", r.EventID, r.Attempt, r.Status)
 		}
+	}
+	if n := h.metric("webhook_endpoint_circuits", ""); n != 0 {
+		t.Errorf("webhook_endpoint_circuits = %v after the endpoint recovered, want 0", n)
 	}
 }
 

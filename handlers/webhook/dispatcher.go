@@ -267,7 +267,7 @@ func New(deps Deps, opts Options) (*Dispatcher, error) {
 	}
 	d.endpoints = newTTLCache[*endpointEntry](opts.CacheTTL, opts.Now)
 	d.lists = newTTLCache[[]domain.WebhookEndpoint](opts.CacheTTL, opts.Now)
-	d.health = newHealthTracker(opts)
+	d.health = newHealthTracker(opts, m.circuitChanged)
 	return d, nil
 }
 

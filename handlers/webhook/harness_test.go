@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -233,6 +234,39 @@ type harness struct {
 	opts      Options
 	webhooks  *store.Repository[domain.WebhookEndpoint]
 	attempts  *store.Repository[domain.DeliveryAttempt]
+	metrics   *prometheus.Registry
+}
+
+// metric is the value of the dispatcher's metric name with the given label value
+// (any label), summed; 0 when absent.
+func (h *harness) metric(name, labelValue string) float64 {
+	h.t.Helper()
+	families, err := h.metrics.Gather()
+	if err != nil {
+		h.t.Fatalf("gather metrics: %v", err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			match := labelValue == ""
+			for _, l := range m.GetLabel() {
+				match = match || l.GetValue() == labelValue
+			}
+			if !match {
+				continue
+			}
+			switch {
+			case m.GetGauge() != nil:
+				sum += m.GetGauge().GetValue()
+			case m.GetCounter() != nil:
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 type harnessConfig struct {
@@ -292,9 +326,10 @@ func newHarness(t *testing.T, cfg harnessConfig) *harness {
 		cfg.opts = fastOptions()
 	}
 	h.opts = cfg.opts
+	h.metrics = prometheus.NewRegistry()
 	h.d, err = New(Deps{
 		Store: h.backend, Secrets: sg, Publisher: transport.Publisher(), Delayer: h.delayer,
-		Events: h.events, Logger: logger,
+		Events: h.events, Logger: logger, Metrics: h.metrics,
 	}, cfg.opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)

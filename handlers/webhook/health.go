@@ -36,7 +36,8 @@ type deferral struct {
 // dead endpoint holds at most MaxInFlightPerEndpoint consumers and never
 // blocks the deliveries of the others.
 type healthTracker struct {
-	opts Options
+	opts      Options
+	onCircuit func(from, to gobreaker.State)
 
 	mu        sync.Mutex
 	states    map[string]*endpointState
@@ -56,8 +57,10 @@ type endpointState struct {
 // flight and its breaker closed, is forgotten.
 const stateIdleAfter = 10 * time.Minute
 
-func newHealthTracker(opts Options) *healthTracker {
-	return &healthTracker{opts: opts, states: make(map[string]*endpointState)}
+// newHealthTracker keeps per-endpoint state; onCircuit (may be nil) hears every
+// breaker transition.
+func newHealthTracker(opts Options, onCircuit func(from, to gobreaker.State)) *healthTracker {
+	return &healthTracker{opts: opts, states: make(map[string]*endpointState), onCircuit: onCircuit}
 }
 
 func (h *healthTracker) state(key string, now time.Time) *endpointState {
@@ -75,6 +78,11 @@ func (h *healthTracker) state(key string, now time.Time) *endpointState {
 			Timeout:     h.opts.BreakerCooldown,
 			ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
 			IsExcluded:  func(err error) bool { return errors.Is(err, errNotAttempted) },
+			OnStateChange: func(_ string, from, to gobreaker.State) {
+				if h.onCircuit != nil {
+					h.onCircuit(from, to)
+				}
+			},
 		})}
 		h.states[key] = st
 	}

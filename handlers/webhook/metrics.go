@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
 )
 
 // metrics of the dispatcher; registered when Deps.Metrics is set.
@@ -14,6 +15,8 @@ type metrics struct {
 	fannedOut   prometheus.Counter
 	noMatch     prometheus.Counter
 	redelivered prometheus.Counter
+	retries     prometheus.Counter
+	circuits    *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,14 +46,39 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "webhook_delivery_redelivered_total",
 			Help: "Delivery messages whose attempt was already recorded (the endpoint was not called again).",
 		}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "webhook_delivery_retries_scheduled_total",
+			Help: "Next attempts put on the durable retry schedule after a failed attempt.",
+		}),
+		circuits: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "webhook_endpoint_circuits",
+			Help: "Endpoints whose circuit breaker in this process is open or half-open (as of its last use).",
+		}, []string{"state"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.attempts, m.duration, m.deferred, m.fannedOut, m.noMatch, m.redelivered} {
+	for _, c := range []prometheus.Collector{m.attempts, m.duration, m.deferred, m.fannedOut, m.noMatch, m.redelivered, m.retries, m.circuits} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("webhook: register metrics: %w", err)
 		}
 	}
 	return m, nil
+}
+
+// circuitChanged keeps webhook_endpoint_circuits in step with one breaker's transition.
+func (m *metrics) circuitChanged(from, to gobreaker.State) {
+	if from != gobreaker.StateClosed {
+		m.circuits.WithLabelValues(circuitLabel(from)).Dec()
+	}
+	if to != gobreaker.StateClosed {
+		m.circuits.WithLabelValues(circuitLabel(to)).Inc()
+	}
+}
+
+func circuitLabel(s gobreaker.State) string {
+	if s == gobreaker.StateHalfOpen {
+		return "half_open"
+	}
+	return "open"
 }
