@@ -23,7 +23,8 @@ import (
 // benchRow is one line of the dispatcher benchmark table.
 type benchRow struct {
 	Case     string  `json:"case"`
-	Rate     float64 `json:"perSecond"`
+	Rate     float64 `json:"value"`
+	Unit     string  `json:"unit"` // "/s" when empty
 	P50ms    float64 `json:"p50ms,omitempty"`
 	P99ms    float64 `json:"p99ms,omitempty"`
 	Baseline string  `json:"baseline,omitempty"`
@@ -213,13 +214,17 @@ func envInt(name string, def int) int {
 func printTable(t *testing.T, rows []benchRow) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%s, %d cores (GOMAXPROCS %d), %s\n\n", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOMAXPROCS(0), memTotal())
-	b.WriteString("| case | per second | p50 ms | p99 ms | vs baseline | note |\n| --- | ---: | ---: | ---: | --- | --- |\n")
-	for _, r := range rows {
+	b.WriteString("| case | figure | p50 ms | p99 ms | vs baseline | note |\n| --- | ---: | ---: | ---: | --- | --- |\n")
+	for i, r := range rows {
+		if r.Unit == "" {
+			r.Unit = "/s"
+			rows[i].Unit = r.Unit
+		}
 		ratio := ""
 		if r.Ratio > 0 {
 			ratio = fmt.Sprintf("%.2f of %s", r.Ratio, r.Baseline)
 		}
-		fmt.Fprintf(&b, "| %s | %.0f | %s | %s | %s | %s |\n", r.Case, r.Rate, opt(r.P50ms), opt(r.P99ms), ratio, r.Note)
+		fmt.Fprintf(&b, "| %s | %.0f %s | %s | %s | %s | %s |\n", r.Case, r.Rate, r.Unit, opt(r.P50ms), opt(r.P99ms), ratio, r.Note)
 	}
 	fmt.Print(b.String())
 }

@@ -1,0 +1,178 @@
+//go:build bench
+
+package app_test
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/castiel/integration-manager/config"
+)
+
+// TestBench_Binaries measures each binary as an operator runs it: time from exec to
+// a ready /readyz, resident memory idle, and resident memory of the API and the
+// dispatcher while events flow through them (fleet: RabbitMQ and the Cosmos emulator;
+// standalone: its embedded defaults). Run it with `make bench`.
+func TestBench_Binaries(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", dir+"/", "github.com/castiel/integration-manager/cmd/...").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/...: %v\n%s", err, out)
+	}
+	fleetEnv := environ(t, append(append(onRabbitMQ(t), onCosmos(t)...), "IM_LOG_LEVEL=error")...)
+	var rows []benchRow
+	procs := map[string]*binaryProcess{}
+	for _, name := range []string{"api", "webhook-dispatcher", "sync-worker", "conflict-resolver", "scheduler"} {
+		p := launchBinary(t, filepath.Join(dir, name), fleetEnv, name)
+		procs[name] = p
+		rows = append(rows, benchRow{Case: "start-up to ready, " + name + " (fleet)", Rate: ms(p.startup), Unit: "ms", Note: "exec to /readyz 200 (broker and store connected, queues declared)"})
+	}
+	time.Sleep(2 * time.Second)
+	for _, name := range []string{"api", "webhook-dispatcher", "sync-worker", "conflict-resolver", "scheduler"} {
+		rows = append(rows, benchRow{Case: "RSS idle, " + name + " (fleet)", Rate: procs[name].rssMB(), Unit: "MB"})
+	}
+	peakAPI, peakDispatcher, rate, anon := rssUnderLoad(t, procs["api"], procs["webhook-dispatcher"])
+	rows = append(rows,
+		benchRow{Case: "RSS under load, api (fleet)", Rate: peakAPI, Unit: "MB", Note: fmt.Sprintf("peak while %0.f events/s were accepted and delivered; own memory %.0f MB", rate, anon[0])},
+		benchRow{Case: "RSS under load, webhook-dispatcher (fleet)", Rate: peakDispatcher, Unit: "MB", Note: fmt.Sprintf("peak while delivering %0.f/s; own memory %.0f MB", rate, anon[1])})
+
+	standalone := launchBinary(t, filepath.Join(dir, "standalone"), environ(t, "IM_LOG_LEVEL=error"), "standalone")
+	rows = append(rows, benchRow{Case: "start-up to ready, standalone", Rate: ms(standalone.startup), Unit: "ms", Note: "exec to /readyz 200"})
+	time.Sleep(2 * time.Second)
+	rows = append(rows, benchRow{Case: "RSS idle, standalone", Rate: standalone.rssMB(), Unit: "MB"})
+	peak, _, rate, anon := rssUnderLoad(t, standalone, nil)
+	rows = append(rows, benchRow{Case: "RSS under load, standalone", Rate: peak, Unit: "MB", Note: fmt.Sprintf("peak while %0.f events/s were accepted and delivered; own memory %.0f MB, the rest pages of the embedded store's mapped file", rate, anon[0])})
+
+	printTable(t, rows)
+	writeResults(t, "binaries", rows)
+}
+
+// binaryProcess is one product binary started by the harness.
+type binaryProcess struct {
+	*subprocess
+	api     *started // set when the binary serves the command API
+	startup time.Duration
+}
+
+// launchBinary starts bin on free ports and waits for its /readyz.
+func launchBinary(t *testing.T, bin string, env []string, name string) *binaryProcess {
+	t.Helper()
+	apiAddr, adminAddr := freeAddr(t), freeAddr(t)
+	env = append(append([]string{}, env...), "IM_HTTP_API_ADDR="+apiAddr, "IM_HTTP_ADMIN_ADDR="+adminAddr)
+	began := time.Now()
+	p := &binaryProcess{subprocess: startBinary(t, bin, env, name)}
+	ready := "http://" + adminAddr + "/readyz"
+	for {
+		if resp, err := http.Get(ready); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Since(began) > 60*time.Second {
+			t.Fatalf("%s not ready within 60s:\n%s", name, p.stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.startup = time.Since(began)
+	if name == "api" || name == "standalone" {
+		cfg, err := config.Load(config.LoadOptions{Service: name, DefaultProfile: config.ProfileStandalone, Environ: env})
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, ok := cfg.DevelopmentKey()
+		if !ok {
+			t.Fatal("the standalone profile has no development key")
+		}
+		p.api = &started{baseURL: "http://" + apiAddr, adminURL: "http://" + adminAddr, key: k.Key.Reveal(), cfg: cfg}
+	}
+	return p
+}
+
+// rssMB is the process's resident set now, in MB.
+func (p *binaryProcess) rssMB() float64 { return p.status("VmRSS:") }
+
+// anonMB is the part of the resident set that is the process's own memory (heap,
+// stacks), not pages of mapped files such as the embedded store's.
+func (p *binaryProcess) anonMB() float64 { return p.status("RssAnon:") }
+
+func (p *binaryProcess) status(field string) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
+			kb, _ := strconv.Atoi(f[1])
+			return float64(kb) / 1024
+		}
+	}
+	return 0
+}
+
+// rssUnderLoad posts events to api's binary for 5 s from 16 clients, delivered to a
+// local receiver (by dispatcher, or by api itself when standalone), and returns the
+// peak RSS of both and the delivered rate.
+func rssUnderLoad(t *testing.T, api, dispatcher *binaryProcess) (apiPeak, dispatcherPeak, rate float64, anonPeak [2]float64) {
+	rcv := newReceiver(t, 0)
+	subscribe(t, api.api, rcv.url())
+	stop := make(chan struct{})
+	var sampling sync.WaitGroup
+	sampling.Add(1)
+	go func() {
+		defer sampling.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				apiPeak = max(apiPeak, api.rssMB())
+				anonPeak[0] = max(anonPeak[0], api.anonMB())
+				if dispatcher != nil {
+					dispatcherPeak = max(dispatcherPeak, dispatcher.rssMB())
+					anonPeak[1] = max(anonPeak[1], dispatcher.anonMB())
+				}
+			}
+		}
+	}()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	var posted atomic.Int64
+	deadline := time.Now().Add(5 * time.Second)
+	var clients sync.WaitGroup
+	began := time.Now()
+	for range 16 {
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			for time.Now().Before(deadline) {
+				postBenchEvent(t, client, api.api)
+				posted.Add(1)
+			}
+		}()
+	}
+	clients.Wait()
+	waitFor(t, 120*time.Second, func() bool { return rcv.count.Load() >= posted.Load() })
+	close(stop)
+	sampling.Wait()
+	return apiPeak, dispatcherPeak, float64(posted.Load()) / time.Since(began).Seconds(), anonPeak
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
