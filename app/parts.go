@@ -28,7 +28,8 @@ func OpenTransport(ctx context.Context, cfg *config.Config, backend store.Backen
 		if err != nil {
 			return nil, err
 		}
-		return messaging.NewInProcessWithSchedule(ctx, logger, delaystore.New(c), messaging.WithDelayTiers(delayTiers(cfg)...))
+		return messaging.NewInProcessWithSchedule(ctx, logger, delaystore.New(c), messaging.WithDelayTiers(delayTiers(cfg)...),
+			messaging.WithBacklog(cfg.Broker.GoChannel.MaxBacklog, cfg.Broker.GoChannel.PublishTimeout))
 	case config.BrokerAMQP:
 		t, err := messaging.NewRabbitMQ(ctx, messagingConfig(cfg), logger)
 		if err != nil {

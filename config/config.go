@@ -81,9 +81,16 @@ type AdminServerConfig struct {
 // BrokerConfig is broker.*.
 type BrokerConfig struct {
 	Kind           string // broker.kind: BrokerGoChannel or BrokerAMQP
+	GoChannel      GoChannelConfig
 	AMQP           AMQPConfig
 	HandlerTimeout time.Duration // broker.handlerTimeout
 	Retry          RetryConfig
+}
+
+// GoChannelConfig is broker.gochannel.*.
+type GoChannelConfig struct {
+	MaxBacklog     int           // broker.gochannel.maxBacklog
+	PublishTimeout time.Duration // broker.gochannel.publishTimeout
 }
 
 // AMQPConfig is broker.amqp.*.

@@ -170,6 +170,8 @@ func TestLoad_EveryKeyHasAWorkingEnvOverride(t *testing.T) {
 		"http.api.shutdownTimeout":                   {"20s", "20s"},
 		"http.admin.addr":                            {"127.0.0.1:9191", "127.0.0.1:9191"},
 		"broker.kind":                                {"gochannel", "gochannel"},
+		"broker.gochannel.maxBacklog":                {"500", "500"},
+		"broker.gochannel.publishTimeout":            {"2s", "2s"},
 		"broker.amqp.url":                            {"amqps://u:p@rabbit.internal:5671/vh", "amqps://u:xxxxx@rabbit.internal:5671/vh"},
 		"broker.amqp.exchangePrefix":                 {"tenant.x", "tenant.x"},
 		"broker.amqp.prefetch":                       {"64", "64"},

@@ -46,6 +46,10 @@ func (d *decoder) decode() *Config {
 		},
 		Broker: BrokerConfig{
 			Kind: d.str("broker.kind"),
+			GoChannel: GoChannelConfig{
+				MaxBacklog:     d.integer("broker.gochannel.maxBacklog"),
+				PublishTimeout: d.duration("broker.gochannel.publishTimeout"),
+			},
 			AMQP: AMQPConfig{
 				URL:               d.secret("broker.amqp.url"),
 				ExchangePrefix:    d.str("broker.amqp.exchangePrefix"),

@@ -25,6 +25,8 @@ func (c *Config) LogSummary() map[string]any {
 		"http.api.shutdownTimeout":                   dur(c.HTTP.API.ShutdownTimeout),
 		"http.admin.addr":                            c.HTTP.Admin.Addr,
 		"broker.kind":                                c.Broker.Kind,
+		"broker.gochannel.maxBacklog":                c.Broker.GoChannel.MaxBacklog,
+		"broker.gochannel.publishTimeout":            dur(c.Broker.GoChannel.PublishTimeout),
 		"broker.amqp.url":                            redactURL(c.Broker.AMQP.URL.Reveal()),
 		"broker.amqp.exchangePrefix":                 c.Broker.AMQP.ExchangePrefix,
 		"broker.amqp.prefetch":                       c.Broker.AMQP.Prefetch,

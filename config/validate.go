@@ -93,6 +93,8 @@ func (c *Config) validate(dev devCredentials) []Problem {
 	}
 
 	v.oneOf("broker.kind", c.Broker.Kind, brokerKinds())
+	v.intRange("broker.gochannel.maxBacklog", c.Broker.GoChannel.MaxBacklog, 1, 10_000_000)
+	v.positiveDuration("broker.gochannel.publishTimeout", c.Broker.GoChannel.PublishTimeout)
 	v.amqpURL("broker.amqp.url", c.Broker.AMQP.URL, c.Broker.Kind == BrokerAMQP)
 	v.exchangePrefix("broker.amqp.exchangePrefix", c.Broker.AMQP.ExchangePrefix)
 	v.intRange("broker.amqp.prefetch", c.Broker.AMQP.Prefetch, 1, 65535) // AMQP prefetch-count is 16 bits

@@ -42,6 +42,10 @@ type Config struct {
 	// at start-up and after a lost connection. There is no give-up.
 	ReconnectInitial time.Duration
 	ReconnectMax     time.Duration
+	// MaxBacklog (in process only) bounds the messages published and not yet acked by
+	// every role group taking them; BacklogWait is how long Publish waits for room.
+	MaxBacklog  int
+	BacklogWait time.Duration
 	// DrainTimeout is how long a closing subscription waits for the message in hand to be
 	// acked or nacked before returning it to the queue.
 	DrainTimeout time.Duration
@@ -64,6 +68,8 @@ const (
 	DefaultReconnectInitial  = 250 * time.Millisecond
 	DefaultReconnectMax      = 5 * time.Second
 	DefaultDrainTimeout      = 15 * time.Second
+	DefaultMaxBacklog        = 2000
+	DefaultBacklogWait       = 5 * time.Second
 	DefaultConnectionName    = "castiel-integration"
 )
 
@@ -101,6 +107,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ReconnectMax == 0 {
 		c.ReconnectMax = DefaultReconnectMax
+	}
+	if c.MaxBacklog == 0 {
+		c.MaxBacklog = DefaultMaxBacklog
+	}
+	if c.BacklogWait == 0 {
+		c.BacklogWait = DefaultBacklogWait
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout

@@ -31,6 +31,10 @@ type inProcess struct {
 	cancel context.CancelFunc
 	store  ScheduleStore // nil: delays are kept in memory only
 	sched  *scheduler
+	// backlog holds one token per (published message, role group taking it) not yet
+	// acked: GoChannel keeps each such message in a goroutine of its own until then.
+	backlog     chan struct{}
+	backlogWait time.Duration
 
 	mu        sync.Mutex
 	groups    map[groupKey]*roleGroup
@@ -91,6 +95,14 @@ func (g *roleGroup) notify() {
 // InProcessOption adjusts NewInProcess and NewInProcessWithSchedule.
 type InProcessOption func(*Config)
 
+// WithBacklog bounds the messages published and not yet acked by every role group
+// that takes them at max (default DefaultMaxBacklog): past it, Publish waits up to wait
+// for room and then fails with ErrBacklogFull, so a burst beyond what the consumers
+// keep up with meets back-pressure instead of growing memory without bound.
+func WithBacklog(max int, wait time.Duration) InProcessOption {
+	return func(c *Config) { c.MaxBacklog, c.BacklogWait = max, wait }
+}
+
 // WithDelayTiers replaces DefaultDelayTiers for Transport.Delay (see Config.DelayTiers).
 func WithDelayTiers(tiers ...time.Duration) InProcessOption {
 	return func(c *Config) { c.DelayTiers = slices.Clone(tiers) }
@@ -140,6 +152,9 @@ func NewInProcessWithSchedule(ctx context.Context, log zerolog.Logger, s Schedul
 		cancel: cancel,
 		store:  s,
 		groups: map[groupKey]*roleGroup{},
+
+		backlog:     make(chan struct{}, cfg.MaxBacklog),
+		backlogWait: cfg.BacklogWait,
 	}
 	p.sched = newScheduler(p.due)
 	// Oldest first, so that messages due at the same time keep their order.
@@ -176,7 +191,73 @@ func (p *inProcess) group(role, topic string) (*roleGroup, error) {
 	return g, nil
 }
 
-func (p *inProcess) publisher() message.Publisher { return p.gc }
+func (p *inProcess) publisher() message.Publisher { return boundedPublisher{p} }
+
+// boundedPublisher publishes to GoChannel once the backlog has room for every copy.
+type boundedPublisher struct{ p *inProcess }
+
+func (b boundedPublisher) Publish(topic string, msgs ...*message.Message) error {
+	copies := len(msgs) * b.p.groupsOf(topic)
+	if err := b.p.reserve(copies); err != nil {
+		return fmt.Errorf("publish %d messages to %s: %w", len(msgs), topic, err)
+	}
+	if err := b.p.gc.Publish(topic, msgs...); err != nil {
+		b.p.release(copies)
+		return err
+	}
+	return nil
+}
+
+func (b boundedPublisher) Close() error { return nil }
+
+// groupsOf counts the role groups that take topic's messages.
+func (p *inProcess) groupsOf(topic string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for k := range p.groups {
+		if k.topic == topic {
+			n++
+		}
+	}
+	return n
+}
+
+// reserve takes n backlog tokens, waiting up to backlogWait for them; all or none.
+func (p *inProcess) reserve(n int) error {
+	n = min(n, cap(p.backlog)) // a batch larger than the bound waits for an empty backlog
+	var timeout <-chan time.Time
+	for i := range n {
+		select {
+		case p.backlog <- struct{}{}:
+			continue
+		default:
+		}
+		if timeout == nil {
+			t := time.NewTimer(p.backlogWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case p.backlog <- struct{}{}:
+		case <-timeout:
+			p.release(i)
+			return fmt.Errorf("%w: %d messages wait for their consumers", ErrBacklogFull, cap(p.backlog))
+		}
+	}
+	return nil
+}
+
+// release gives back n tokens (messages acked by a role group).
+func (p *inProcess) release(n int) {
+	for range n {
+		select {
+		case <-p.backlog:
+		default:
+			return
+		}
+	}
+}
 
 func (p *inProcess) subscriber(role string, _ int) message.Subscriber {
 	return &inProcessSubscriber{p: p, role: role, closing: make(chan struct{})}
@@ -304,7 +385,11 @@ func (s *inProcessSubscriber) Subscribe(ctx context.Context, topic string) (<-ch
 				if !ok {
 					return
 				}
-				if _, err := s.forward(ctx, msg, out); err != nil {
+				acked, err := s.forward(ctx, msg, out)
+				if acked {
+					s.p.release(1)
+				}
+				if err != nil {
 					return
 				}
 			case <-g.signal:

@@ -27,6 +27,10 @@ var ErrNotConnected = errors.New("not connected to RabbitMQ")
 // ErrClosed is returned by a transport, publisher or subscriber after Close.
 var ErrClosed = errors.New("messaging transport closed")
 
+// ErrBacklogFull: the in-process broker holds as many unacked messages as it may
+// (broker.gochannel.maxBacklog); the publish can be tried again once consumers catch up.
+var ErrBacklogFull = errors.New("in-process message backlog full")
+
 // connection keeps one AMQP connection open, redialling with backoff (without giving
 // up) after it drops. setup runs on every new connection before anyone may use it.
 type connection struct {
