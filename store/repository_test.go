@@ -105,6 +105,41 @@ func (m *memContainer) Delete(_ context.Context, pk, id, _ string) error {
 	return nil
 }
 
+// Batch checks every operation, then applies them all (the fake's
+// all-or-nothing).
+func (m *memContainer) Batch(_ context.Context, pk string, ops []store.Op) ([]string, error) {
+	if err := store.ValidateBatch(ops); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, op := range ops {
+		it, ok := m.docs[m.key(pk, op.ID)]
+		var refused error
+		switch {
+		case op.Kind == store.OpCreate && ok:
+			refused = store.ErrConflict
+		case (op.Kind == store.OpReplace || op.Kind == store.OpDelete) && !ok:
+			refused = store.ErrNotFound
+		case (op.Kind == store.OpReplace || op.Kind == store.OpDelete) && op.IfMatch != "" && op.IfMatch != it.ETag:
+			refused = store.ErrPreconditionFailed
+		}
+		if refused != nil {
+			return nil, &store.BatchError{Index: i, Op: op.Kind, ID: op.ID, Err: refused}
+		}
+	}
+	etags := make([]string, len(ops))
+	for i, op := range ops {
+		if op.Kind == store.OpDelete {
+			delete(m.docs, m.key(pk, op.ID))
+			continue
+		}
+		etags[i] = m.nextTag()
+		m.docs[m.key(pk, op.ID)] = store.Item{ID: op.ID, PartitionKey: pk, Body: op.Body, ETag: etags[i]}
+	}
+	return etags, nil
+}
+
 func (m *memContainer) Query(_ context.Context, q store.Query) (store.Page, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

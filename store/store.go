@@ -60,6 +60,13 @@ type Container interface {
 	Delete(ctx context.Context, partitionKey, id string, ifMatch string) error
 	// Query returns one page of documents matching q.
 	Query(ctx context.Context, q Query) (Page, error)
+	// Batch applies ops (at most MaxBatchOps, each id once; see ValidateBatch)
+	// to documents of one partition as one durable write: all of them or
+	// none. A refused operation (ErrConflict, ErrNotFound,
+	// ErrPreconditionFailed) makes the batch write nothing and is reported as
+	// a *BatchError naming it. It returns the new ETag of every operation, in
+	// order ("" for deletes).
+	Batch(ctx context.Context, partitionKey string, ops []Op) (etags []string, err error)
 }
 
 // Query selects documents with equality filters, ordered by id (ascending, or

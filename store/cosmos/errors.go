@@ -72,35 +72,13 @@ type failure struct {
 func classify(ctx context.Context, op string, err error) failure {
 	var re *azcore.ResponseError
 	if errors.As(err, &re) {
-		f := failure{status: re.StatusCode}
-		switch re.StatusCode {
-		case http.StatusNotFound:
-			// Substatus 1003: the container or database itself is missing, which
-			// says nothing about the document and must not read as "absent".
-			if re.RawResponse == nil || re.RawResponse.Header.Get("x-ms-substatus") != "1003" {
-				f.kind = store.ErrNotFound
-			}
-		case http.StatusConflict:
-			f.kind = store.ErrConflict
-		case http.StatusPreconditionFailed:
-			f.kind = store.ErrPreconditionFailed
-		case http.StatusTooManyRequests:
-			f.kind, f.retry, f.retryAfter = store.ErrThrottled, retryAlways, retryAfter(re.RawResponse)
-		case http.StatusServiceUnavailable:
-			f.kind, f.retry, f.retryAfter = store.ErrUnavailable, retryAlways, retryAfter(re.RawResponse)
-		case 449: // "Retry With": a transient write conflict inside the service
-			f.kind, f.retry, f.retryAfter = store.ErrUnavailable, retryAlways, retryAfter(re.RawResponse)
-		case http.StatusRequestTimeout:
-			f.kind, f.retry = store.ErrUnavailable, retryIfRepeatable
-		case http.StatusInternalServerError, http.StatusBadGateway, http.StatusGatewayTimeout, http.StatusGone:
-			// azcosmos already retried reads once on these.
-			f.kind = store.ErrUnavailable
-		case http.StatusBadRequest:
-			if op == opQuery {
-				f.kind = store.ErrInvalidQuery
-			}
-		}
-		return f
+		return classifyStatus(op, re.StatusCode, re.RawResponse)
+	}
+	var be *batchOpFailure
+	if errors.As(err, &be) {
+		// A transactional batch answered 207: the status of its refused
+		// operation decides, as it would for that operation alone.
+		return classifyStatus(op, be.status, be.resp)
 	}
 	if ctx.Err() != nil {
 		// The caller gave up. A passed deadline still means the store was too
@@ -119,6 +97,39 @@ func classify(ctx context.Context, op string, err error) failure {
 		return failure{kind: store.ErrUnavailable}
 	}
 	return failure{}
+}
+
+// classifyStatus maps one HTTP status of the service (resp may be nil).
+func classifyStatus(op string, status int, resp *http.Response) failure {
+	f := failure{status: status}
+	switch status {
+	case http.StatusNotFound:
+		// Substatus 1003: the container or database itself is missing, which
+		// says nothing about the document and must not read as "absent".
+		if resp == nil || resp.Header.Get("x-ms-substatus") != "1003" {
+			f.kind = store.ErrNotFound
+		}
+	case http.StatusConflict:
+		f.kind = store.ErrConflict
+	case http.StatusPreconditionFailed:
+		f.kind = store.ErrPreconditionFailed
+	case http.StatusTooManyRequests:
+		f.kind, f.retry, f.retryAfter = store.ErrThrottled, retryAlways, retryAfter(resp)
+	case http.StatusServiceUnavailable:
+		f.kind, f.retry, f.retryAfter = store.ErrUnavailable, retryAlways, retryAfter(resp)
+	case 449: // "Retry With": a transient write conflict inside the service
+		f.kind, f.retry, f.retryAfter = store.ErrUnavailable, retryAlways, retryAfter(resp)
+	case http.StatusRequestTimeout:
+		f.kind, f.retry = store.ErrUnavailable, retryIfRepeatable
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusGatewayTimeout, http.StatusGone:
+		// azcosmos already retried reads once on these.
+		f.kind = store.ErrUnavailable
+	case http.StatusBadRequest:
+		if op == opQuery {
+			f.kind = store.ErrInvalidQuery
+		}
+	}
+	return f
 }
 
 func isConnectionError(err error) bool {

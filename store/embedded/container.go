@@ -391,3 +391,161 @@ func (c *container) scanAll(tx *bolt.Tx, m matcher, desc bool, after *continuati
 	}
 	return page, nil
 }
+
+// Batch applies ops to one partition in one transaction. Every operation is
+// checked before anything is written, so a refusal leaves the shared (group)
+// commit untouched and the batch writes nothing.
+func (c *container) Batch(ctx context.Context, partitionKey string, ops []store.Op) ([]string, error) {
+	b := &preparedBatch{ops: ops}
+	if err := c.prepareBatch(partitionKey, b); err != nil {
+		return nil, err
+	}
+	err := c.b.write(ctx, func(tx *bolt.Tx) error {
+		if err := c.applyBatch(tx, partitionKey, b); err != nil {
+			return err
+		}
+		if b.refused != nil {
+			return refuse(b.refused)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return b.etags, nil
+}
+
+// Batches applies several batches of one partition in one transaction (one
+// commit), each all-or-nothing on its own: a refused batch writes nothing
+// and the others are written. It implements store.MultiBatcher.
+func (c *container) Batches(ctx context.Context, partitionKey string, batches [][]store.Op) ([][]string, []error) {
+	bs := make([]*preparedBatch, len(batches))
+	for i, ops := range batches {
+		bs[i] = &preparedBatch{ops: ops}
+	}
+	invalid := make([]error, len(batches))
+	valid := 0
+	for i, b := range bs {
+		if invalid[i] = c.prepareBatch(partitionKey, b); invalid[i] == nil {
+			valid++
+		}
+	}
+	var err error
+	if valid > 0 {
+		err = c.b.write(ctx, func(tx *bolt.Tx) error {
+			for i, b := range bs {
+				if invalid[i] != nil {
+					continue
+				}
+				if err := c.applyBatch(tx, partitionKey, b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	etags := make([][]string, len(batches))
+	errs := make([]error, len(batches))
+	for i, b := range bs {
+		switch {
+		case invalid[i] != nil:
+			errs[i] = invalid[i]
+		case err != nil:
+			errs[i] = err
+		case b.refused != nil:
+			errs[i] = b.refused
+		default:
+			etags[i] = b.etags
+		}
+	}
+	return etags, errs
+}
+
+// preparedBatch is one batch on its way through a commit.
+type preparedBatch struct {
+	ops    []store.Op
+	keys   [][]byte
+	bodies [][]byte
+	ttls   []int64
+	// Set by applyBatch.
+	etags   []string
+	refused *store.BatchError
+}
+
+// prepareBatch checks a batch and its bodies, outside the writer.
+func (c *container) prepareBatch(partitionKey string, b *preparedBatch) error {
+	if err := store.ValidateBatch(b.ops); err != nil {
+		return fmt.Errorf("embedded: batch %s/%s: %w", c.spec.Name, partitionKey, err)
+	}
+	n := len(b.ops)
+	b.keys, b.bodies, b.ttls = make([][]byte, n), make([][]byte, n), make([]int64, n)
+	for i, op := range b.ops {
+		b.keys[i] = docKey(partitionKey, op.ID)
+		if op.Kind == store.OpDelete {
+			if err := checkKey(partitionKey, op.ID); err != nil {
+				return fmt.Errorf("embedded: %s: %w", c.spec.Name, err)
+			}
+			continue
+		}
+		var err error
+		if b.bodies[i], b.ttls[i], err = c.prepareBody(partitionKey, op.ID, op.Body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyBatch checks every operation of b against what is stored, then, if
+// none is refused, writes them all; a refusal is left in b.refused with
+// nothing written. The error is a failure of the transaction itself.
+func (c *container) applyBatch(tx *bolt.Tx, partitionKey string, b *preparedBatch) error {
+	b.etags, b.refused = nil, nil // a commit that failed is retried
+	bucket := tx.Bucket(c.name)
+	now := c.b.now()
+	olds := make([]*envelope, len(b.ops)) // the stored version each operation replaces
+	for i, op := range b.ops {
+		old, live, err := c.current(bucket, b.keys[i], now)
+		if err != nil {
+			return err
+		}
+		refuse := func(kind error, detail string) error {
+			b.refused = &store.BatchError{Index: i, Op: op.Kind, ID: op.ID,
+				Err: fmt.Errorf("embedded: %s %s/%s/%s%s: %w", op.Kind, c.spec.Name, partitionKey, op.ID, detail, kind)}
+			return nil
+		}
+		switch op.Kind {
+		case store.OpCreate:
+			if live {
+				return refuse(store.ErrConflict, "")
+			}
+		case store.OpReplace, store.OpDelete:
+			if !live {
+				return refuse(store.ErrNotFound, "")
+			}
+			if op.IfMatch != "" && op.IfMatch != old.etag {
+				return refuse(store.ErrPreconditionFailed, fmt.Sprintf(" if-match %s (now %s)", op.IfMatch, old.etag))
+			}
+		}
+		if old.etag != "" { // live, or expired but not yet swept: replaced in place
+			olds[i] = &old
+		}
+	}
+	b.etags = make([]string, len(b.ops))
+	for i, op := range b.ops {
+		if op.Kind == store.OpDelete {
+			if err := c.unindex(tx, b.keys[i], olds[i]); err != nil {
+				return err
+			}
+			if err := bucket.Delete(b.keys[i]); err != nil {
+				return err
+			}
+			continue
+		}
+		etag, err := c.put(tx, b.keys[i], olds[i], b.bodies[i], b.ttls[i])
+		if err != nil {
+			return err
+		}
+		b.etags[i] = etag
+	}
+	return nil
+}

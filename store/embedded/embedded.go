@@ -18,6 +18,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -46,6 +47,9 @@ const (
 	// defaultSweepInterval: expired documents are invisible at once; the sweep
 	// only reclaims their space.
 	defaultSweepInterval = time.Minute
+	// initialMmapSize: 1 GiB of address space on 64-bit platforms (a 32-bit
+	// one could not map it; there the file grows its mapping as it goes).
+	initialMmapSize = (strconv.IntSize / 64) << 30
 )
 
 // Option adjusts Open.
@@ -118,6 +122,10 @@ func Open(path string, specs []store.ContainerSpec, opts ...Option) (*Backend, e
 		// fewer pages per fsync.
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
+		// Growing the file past the mapping remaps it, and a remap waits for
+		// every open read transaction: with a large initial mapping (address
+		// space only, not memory) readers never hold the writer up.
+		InitialMmapSize: initialMmapSize,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded: open %s (is another process using it?): %w", path, err)

@@ -37,6 +37,7 @@ func TestConformance_Embedded(t *testing.T) {
 		EnforcesIfMatch:    true,
 		ExpiresTTL:         true,
 		PartitionScopedIDs: true,
+		AtomicBatch:        true,
 		TTLDeclared: func(t *testing.T, b store.Backend, name string) bool {
 			ttl, err := b.(*embedded.Backend).DeclaredTTL(name)
 			if err != nil {

@@ -161,6 +161,14 @@ func (c *container) prepareBody(pk, id string, body []byte) ([]byte, int64, erro
 	if len(body) > maxBodyBytes {
 		return nil, 0, fmt.Errorf("embedded: %s/%s: body of %d bytes exceeds the %d-byte document limit", c.spec.Name, id, len(body), maxBodyBytes)
 	}
+	if stored, ttl, ok := c.prepareCommonBody(pk, id, body); ok {
+		return stored, ttl, nil
+	}
+	return c.prepareAnyBody(pk, id, body)
+}
+
+// prepareAnyBody is prepareBody for any body, decoding its properties.
+func (c *container) prepareAnyBody(pk, id string, body []byte) ([]byte, int64, error) {
 	var props map[string]json.RawMessage
 	if err := json.Unmarshal(body, &props); err != nil || props == nil {
 		return nil, 0, fmt.Errorf("embedded: %s/%s: body is not a JSON object: %v", c.spec.Name, id, err)
@@ -211,6 +219,151 @@ func (c *container) prepareBody(pk, id string, body []byte) ([]byte, int64, erro
 		return nil, 0, fmt.Errorf("embedded: %s/%s: %w", c.spec.Name, id, err)
 	}
 	return body, ttl, nil
+}
+
+// prepareCommonBody is prepareBody for the bodies writers send almost always
+// (valid JSON objects naming the right id and partition key without
+// escapes, no system properties, no null ttl): it reads the top-level
+// properties in place instead of decoding every one into a map. ok false
+// leaves the body to the general path, which also words the refusals.
+func (c *container) prepareCommonBody(pk, id string, body []byte) (stored []byte, ttl int64, ok bool) {
+	if !json.Valid(body) {
+		return nil, 0, false
+	}
+	var idRaw, pkRaw, ttlRaw []byte
+	n := 0
+	ok = topLevel(body, func(key, value []byte) bool {
+		n++
+		switch {
+		case string(key) == "id":
+			idRaw = value
+		case string(key) == c.spec.PartitionKey:
+			pkRaw = value
+		case string(key) == "ttl":
+			ttlRaw = value
+		case len(key) > 0 && key[0] == '_' && isSystemProperty(string(key)), bytes.IndexByte(key, '\\') >= 0:
+			return false
+		}
+		return true
+	})
+	if !ok || !plainString(idRaw, id) || !plainString(pkRaw, pk) {
+		return nil, 0, false
+	}
+	body = bytes.TrimRight(body, " \t\r\n")
+	if c.ttlSeconds == 0 {
+		return body, 0, true
+	}
+	if ttlRaw == nil {
+		stamped := make([]byte, 0, len(body)+24)
+		stamped = append(stamped, body[:len(body)-1]...)
+		if n > 0 {
+			stamped = append(stamped, ',')
+		}
+		stamped = append(stamped, `"ttl":`...)
+		stamped = strconv.AppendInt(stamped, c.ttlSeconds, 10)
+		return append(stamped, '}'), c.ttlSeconds, true
+	}
+	if string(ttlRaw) == "null" {
+		return nil, 0, false
+	}
+	ttl, err := parseTTL(ttlRaw)
+	if err != nil {
+		return nil, 0, false
+	}
+	return body, ttl, true
+}
+
+// plainString reports whether raw is the JSON string want, written without
+// escapes.
+func plainString(raw []byte, want string) bool {
+	return len(raw) == len(want)+2 && raw[0] == '"' && raw[len(raw)-1] == '"' &&
+		string(raw[1:len(raw)-1]) == want && bytes.IndexByte(raw, '\\') < 0
+}
+
+// topLevel calls fn with the raw key (without quotes) and raw value of every
+// top-level property of the JSON object body, which must be valid JSON,
+// until fn returns false. It reports false if body is not an object or fn
+// stopped it.
+func topLevel(body []byte, fn func(key, value []byte) bool) bool {
+	i := skipSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
+		return false
+	}
+	i = skipSpace(body, i+1)
+	if i < len(body) && body[i] == '}' {
+		return true
+	}
+	for i < len(body) && body[i] == '"' {
+		end := stringEnd(body, i)
+		key := body[i+1 : end-1]
+		i = skipSpace(body, end)
+		i = skipSpace(body, i+1) // the ':'
+		vend := valueEnd(body, i)
+		if !fn(key, body[i:vend]) {
+			return false
+		}
+		i = skipSpace(body, vend)
+		if i < len(body) && body[i] == ',' {
+			i = skipSpace(body, i+1)
+			continue
+		}
+		return true // the closing '}'
+	}
+	return false
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index just past the JSON string starting at b[i].
+func stringEnd(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// valueEnd returns the index just past the JSON value starting at b[i].
+func valueEnd(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return len(b)
+	default: // a number, true, false or null
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case ',', '}', ']', ' ', '\t', '\r', '\n':
+				return i
+			}
+		}
+		return len(b)
+	}
 }
 
 // Cosmos DB's limits, enforced here too so code that works standalone works

@@ -178,3 +178,43 @@ func (b *Backend) count(t *testing.T, name string) (docs, index int) {
 	}
 	return docs, index
 }
+
+// The fast path of prepareBody must store exactly what the general path
+// stores, for every body it accepts.
+func FuzzPrepareCommonBodyAgreesWithTheGeneralPath(f *testing.F) {
+	for _, seed := range []string{
+		`{"id":"a","tenantId":"t"}`,
+		`{"id":"a","tenantId":"t","ttl":60}`,
+		`{"id":"a","tenantId":"t","ttl":null}`,
+		`{"id":"a","tenantId":"t","ttl":-1} `,
+		`{"id":"a","tenantId":"t","_etag":"x"}`,
+		` { "tenantId" : "t" , "n":[1,{"id":"b"}], "s":"q\"}", "id":"a" } `,
+		`{"id":"a","id":"b","tenantId":"t"}`,
+		`{"i\u0064":"a","tenantId":"t"}`,
+		`{"id":"\u0061","tenantId":"t"}`,
+		`{"id":"a","tenantId":"t","x":{"y":[true,false,null,1.5e3]}}`,
+		`{"id":"a","tenantId":"u"}`,
+		`[{"id":"a"}]`,
+		`null`,
+		`{"id":"a","tenantId":"t"`,
+	} {
+		f.Add([]byte(seed))
+	}
+	plain := &container{spec: store.ContainerSpec{Name: "plain", PartitionKey: "tenantId"}}
+	ttl := &container{spec: store.ContainerSpec{Name: "ttl", PartitionKey: "tenantId", TTL: time.Hour}, ttlSeconds: 3600}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, c := range []*container{plain, ttl} {
+			fast, fastTTL, ok := c.prepareCommonBody("t", "a", body)
+			if !ok {
+				continue
+			}
+			slow, slowTTL, err := c.prepareAnyBody("t", "a", body)
+			if err != nil {
+				t.Fatalf("%s: the fast path accepted %q, the general path refuses it: %v", c.spec.Name, body, err)
+			}
+			if !bytes.Equal(fast, slow) || fastTTL != slowTTL {
+				t.Fatalf("%s: %q stored as %q (ttl %d) by the fast path, %q (ttl %d) by the general path", c.spec.Name, body, fast, fastTTL, slow, slowTTL)
+			}
+		}
+	})
+}

@@ -40,9 +40,11 @@ type Capabilities struct {
 	// PartitionScopedIDs: ids are unique per partition (the same id may live in two
 	// partitions) and a write under the wrong partition key finds nothing.
 	PartitionScopedIDs bool
-	// NoIfMatchReason, NoTTLReason and NoPartitionScopeReason are the skip
-	// messages when the above are false.
-	NoIfMatchReason, NoTTLReason, NoPartitionScopeReason string
+	// AtomicBatch: a batch with one refused operation writes nothing at all.
+	AtomicBatch bool
+	// NoIfMatchReason, NoTTLReason, NoPartitionScopeReason and
+	// NoAtomicBatchReason are the skip messages when the above are false.
+	NoIfMatchReason, NoTTLReason, NoPartitionScopeReason, NoAtomicBatchReason string
 	// TTLDeclared reports whether the named container really has expiry turned on
 	// in the backend (Cosmos: DefaultTimeToLive set). Required.
 	TTLDeclared func(t *testing.T, b store.Backend, containerName string) bool
@@ -103,6 +105,11 @@ func Run(t *testing.T, open Opener, caps Capabilities) {
 		{"TTL/ExpiredDocumentsDisappear", s.ttlExpiry},
 		{"Concurrency/UpdateLosesNoIncrement", s.concurrentUpdates},
 		{"Repository/CreateGetUpdateList", s.repository},
+		{"Batch/AppliesEveryOperation", s.batchApplies},
+		{"Batch/RefusalNamesTheOperation", s.batchRefusal},
+		{"Batch/RefusedBatchWritesNothing", s.batchAtomic},
+		{"Batch/InvalidBatchesAreRefusedBeforeWriting", s.batchInvalid},
+		{"Batch/WriteBatchesReportsEachBatchApart", s.writeBatches},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
