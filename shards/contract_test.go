@@ -278,6 +278,64 @@ func runContractShared(t *testing.T, newStore func(t *testing.T) (shards.Store, 
 		}
 	})
 
+	t.Run("WriteBatchReportsEachWriteApart", func(t *testing.T) {
+		s, tenant := newStore(t)
+		ctx := t.Context()
+		old := mustPut(t, s, tenant, "contacts", "a", map[string]any{"name": "old"})
+		mustPut(t, s, tenant, "contacts", "b", map[string]any{"name": "doomed"})
+		writes := []shards.Write{
+			{Key: "a", Data: map[string]any{"name": "new", "n": 3}},
+			{Key: "b", Delete: true},
+			{Key: "nobody", Delete: true},
+			{Key: "bad\nkey", Data: map[string]any{}},
+		}
+		// More than one store batch (store.MaxBatchOps) of new records.
+		for i := range 150 {
+			writes = append(writes, shards.Write{Key: fmt.Sprintf("new-%03d", i), Data: map[string]any{"i": i}})
+		}
+		res, err := s.WriteBatch(ctx, tenant, "contacts", writes)
+		if err != nil || len(res) != len(writes) {
+			t.Fatalf("WriteBatch: %d results, %v; want one per write", len(res), err)
+		}
+		if r := res[0]; r.Err != nil || r.Record.Key != "a" || r.Record.Version == "" || r.Record.Version == old.Version ||
+			!reflect.DeepEqual(r.Record.Data, map[string]any{"name": "new", "n": float64(3)}) {
+			t.Errorf("overwrite: %+v, want the new record with a new version and its data as stored", r)
+		}
+		if res[1].Err != nil {
+			t.Errorf("delete of a live record: %v", res[1].Err)
+		}
+		if !errors.Is(res[2].Err, shards.ErrNotFound) {
+			t.Errorf("delete of an absent record: %v, want ErrNotFound", res[2].Err)
+		}
+		if !errors.Is(res[3].Err, shards.ErrInvalid) {
+			t.Errorf("put with a control character in its key: %v, want ErrInvalid", res[3].Err)
+		}
+		for _, r := range res[4:] {
+			if r.Err != nil {
+				t.Fatalf("put of %s: %v", r.Record.Key, r.Err)
+			}
+		}
+		got, err := s.Get(ctx, tenant, "contacts", "a")
+		if err != nil || got.Version != res[0].Record.Version || got.Data["name"] != "new" {
+			t.Errorf("Get a = %+v, %v; want the record the batch wrote", got, err)
+		}
+		if _, err := s.Get(ctx, tenant, "contacts", "b"); !errors.Is(err, shards.ErrNotFound) {
+			t.Errorf("Get of the record the batch deleted: %v, want ErrNotFound", err)
+		}
+		if got, err := s.Get(ctx, tenant, "contacts", "new-149"); err != nil || got.Data["i"] != float64(149) || got.Version != res[len(res)-1].Record.Version {
+			t.Errorf("Get new-149 = %+v, %v; want the last record of the batch", got, err)
+		}
+		if n := len(listAll(t, s, tenant, "contacts", 0)); n != 152 {
+			t.Errorf("the entity lists %d records (tombstone included), want 152", n)
+		}
+		if _, err := s.WriteBatch(ctx, tenant, "contacts", []shards.Write{{Key: "x", Data: map[string]any{}}, {Key: "x", Delete: true}}); !errors.Is(err, shards.ErrInvalid) {
+			t.Errorf("a batch writing one key twice: %v, want ErrInvalid", err)
+		}
+		if _, err := s.WriteBatch(ctx, "a/b", "contacts", writes[:1]); !errors.Is(err, shards.ErrInvalid) {
+			t.Errorf("a batch for a bad tenant: %v, want ErrInvalid", err)
+		}
+	})
+
 	t.Run("RefusesBadRequests", func(t *testing.T) {
 		s, tenant := newStore(t)
 		ctx := t.Context()

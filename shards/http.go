@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -160,6 +161,38 @@ func (h *HTTP) Delete(ctx context.Context, tenantID, entity, key string) error {
 		return err
 	}
 	return h.do(ctx, "delete "+key, http.MethodDelete, h.recordURL(tenantID, entity, key), nil, nil, http.StatusNoContent, http.StatusOK)
+}
+
+// httpBatchConcurrency bounds the requests one WriteBatch has in flight.
+const httpBatchConcurrency = 16
+
+// WriteBatch sends one request per write (the Shard Manager's contract has
+// no batch request), up to httpBatchConcurrency at a time.
+func (h *HTTP) WriteBatch(ctx context.Context, tenantID, entity string, writes []Write) ([]WriteResult, error) {
+	if err := checkWrites(tenantID, entity, writes); err != nil {
+		return nil, err
+	}
+	results := make([]WriteResult, len(writes))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(httpBatchConcurrency, len(writes)) {
+		wg.Go(func() {
+			for i := range next {
+				w := writes[i]
+				if w.Delete {
+					results[i].Err = h.Delete(ctx, tenantID, entity, w.Key)
+				} else {
+					results[i].Record, results[i].Err = h.Put(ctx, tenantID, entity, w.Key, w.Data)
+				}
+			}
+		})
+	}
+	for i := range writes {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return results, nil
 }
 
 // List reads one page of records.

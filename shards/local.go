@@ -116,33 +116,67 @@ func (l *Local) Put(ctx context.Context, tenantID, entity, key string, data map[
 	if err := checkRef(tenantID, entity, key); err != nil {
 		return Record{}, err
 	}
-	if data == nil {
-		data = map[string]any{}
+	id, body, rec, err := l.encodePut(tenantID, entity, key, data)
+	if err != nil {
+		return Record{}, err
 	}
-	doc := localDoc{
+	etag, err := l.c.Upsert(ctx, LocalPartition(tenantID, entity), id, body)
+	if err != nil {
+		return Record{}, storeErr("put", key, err)
+	}
+	rec.Version = etag
+	return rec, nil
+}
+
+// localDocBody is localDoc with its data already encoded, so a put encodes
+// the record once for the size check, the stored body and the copy it returns.
+type localDocBody struct {
+	ID         string          `json:"id"`
+	Partition  string          `json:"partition"`
+	TenantID   string          `json:"tenantId"`
+	Entity     string          `json:"entity"`
+	RecordKey  string          `json:"recordKey"`
+	Data       json.RawMessage `json:"data,omitempty"`
+	ModifiedAt time.Time       `json:"modifiedAt"`
+	Deleted    bool            `json:"deleted,omitempty"`
+	TTL        int             `json:"ttl"`
+}
+
+// encodePut returns the document id and body of a put of data, and the
+// record it writes (without its version). The record's data is decoded from
+// what is stored (numbers become float64, and so on), so a caller hashing
+// it gets what a later Get would give, and it shares no maps with data.
+func (l *Local) encodePut(tenantID, entity, key string, data map[string]any) (string, []byte, Record, error) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return "", nil, Record{}, fmt.Errorf("%w: record %s cannot be encoded as JSON: %v", ErrInvalid, key, err)
+	}
+	if len(raw) > MaxRecordBytes {
+		return "", nil, Record{}, fmt.Errorf("%w: record %s of %d bytes exceeds %d", ErrInvalid, key, len(raw), MaxRecordBytes)
+	}
+	doc := localDocBody{
 		ID:         LocalID(tenantID, entity, key),
 		Partition:  LocalPartition(tenantID, entity),
 		TenantID:   tenantID,
 		Entity:     entity,
 		RecordKey:  key,
-		Data:       data,
 		ModifiedAt: l.now().UTC(),
 		TTL:        -1,
 	}
-	if err := checkSize(doc); err != nil {
-		return Record{}, err
+	if len(data) > 0 {
+		doc.Data = raw
 	}
-	etag, err := l.docs.Upsert(ctx, doc)
+	body, err := json.Marshal(doc)
 	if err != nil {
-		return Record{}, storeErr("put", key, err)
+		return "", nil, Record{}, fmt.Errorf("shards: encode record %s: %w", key, err)
 	}
-	// Data as read back later (numbers become float64, and so on), so a caller
-	// hashing the returned record gets what a later Get would give, and the
-	// record does not share maps with the caller's data.
-	if err := roundTrip(&doc.Data); err != nil {
-		return Record{}, err
+	back := map[string]any{}
+	if len(data) > 0 {
+		if err := json.Unmarshal(raw, &back); err != nil {
+			return "", nil, Record{}, fmt.Errorf("shards: re-read record %s: %w", key, err)
+		}
 	}
-	return doc.record(etag), nil
+	return doc.ID, body, Record{Key: key, Data: back, ModifiedAt: doc.ModifiedAt}, nil
 }
 
 // Delete turns the live record into a tombstone.
@@ -154,10 +188,7 @@ func (l *Local) Delete(ctx context.Context, tenantID, entity, key string) error 
 		if doc.Deleted || !doc.owns(tenantID, entity, key) {
 			return fmt.Errorf("%w: %s/%s", ErrNotFound, entity, key)
 		}
-		doc.Deleted = true
-		doc.Data = nil
-		doc.ModifiedAt = l.now().UTC()
-		doc.TTL = max(int(l.retention/time.Second), 1)
+		l.bury(doc)
 		return nil
 	})
 	if errors.Is(err, ErrNotFound) {
@@ -167,6 +198,90 @@ func (l *Local) Delete(ctx context.Context, tenantID, entity, key string) error 
 		return storeErr("delete", key, err)
 	}
 	return nil
+}
+
+// bury turns doc into the tombstone of its record.
+func (l *Local) bury(doc *localDoc) {
+	doc.Deleted = true
+	doc.Data = nil
+	doc.ModifiedAt = l.now().UTC()
+	doc.TTL = max(int(l.retention/time.Second), 1)
+}
+
+// WriteBatch writes the records in store batches of up to store.MaxBatchOps,
+// sent together (store.WriteBatches): the embedded store commits them all in
+// one transaction, Cosmos runs them as concurrent transactional batches. A
+// delete reads the record first (its tombstone keeps the key) and is written
+// If-Match; a batch refused because a record changed meanwhile is written
+// again one record at a time.
+func (l *Local) WriteBatch(ctx context.Context, tenantID, entity string, writes []Write) ([]WriteResult, error) {
+	if err := checkWrites(tenantID, entity, writes); err != nil {
+		return nil, err
+	}
+	pk := LocalPartition(tenantID, entity)
+	results := make([]WriteResult, len(writes))
+	var (
+		ops  []store.Op
+		at   []int // the write of each op
+		recs []Record
+	)
+	for i, w := range writes {
+		if err := checkKey(w.Key); err != nil {
+			results[i].Err = err
+			continue
+		}
+		if w.Delete {
+			doc, etag, err := l.docs.Get(ctx, pk, LocalID(tenantID, entity, w.Key))
+			switch {
+			case errors.Is(err, store.ErrNotFound), err == nil && (doc.Deleted || !doc.owns(tenantID, entity, w.Key)):
+				results[i].Err = fmt.Errorf("%w: %s/%s", ErrNotFound, entity, w.Key)
+				continue
+			case err != nil:
+				results[i].Err = storeErr("delete", w.Key, err)
+				continue
+			}
+			l.bury(&doc)
+			_, op, err := store.EncodeOp(store.OpReplace, doc, etag)
+			if err != nil {
+				results[i].Err = fmt.Errorf("shards: delete %s: %w", w.Key, err)
+				continue
+			}
+			ops, at, recs = append(ops, op), append(at, i), append(recs, Record{})
+			continue
+		}
+		id, body, rec, err := l.encodePut(tenantID, entity, w.Key, w.Data)
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		ops, at, recs = append(ops, store.UpsertOp(id, body)), append(at, i), append(recs, rec)
+	}
+	batches, etags, errs := store.WriteBatches(ctx, l.c, pk, ops)
+	j := 0 // the first op of batch k
+	for k, batch := range batches {
+		err := errs[k]
+		for n := range batch {
+			i, w := at[j+n], writes[at[j+n]]
+			switch {
+			case err == nil && w.Delete:
+			case err == nil:
+				recs[j+n].Version = etags[k][n]
+				results[i].Record = recs[j+n]
+			case errors.Is(err, store.ErrPreconditionFailed), errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrConflict):
+				// A record changed since it was read: nothing of this
+				// batch was written; write its records one by one.
+				if w.Delete {
+					results[i].Err = l.Delete(ctx, tenantID, entity, w.Key)
+				} else {
+					results[i].Record, results[i].Err = l.Put(ctx, tenantID, entity, w.Key, w.Data)
+				}
+			default:
+				results[i].Err = storeErr("write", w.Key, err)
+			}
+		}
+		j += len(batch)
+	}
+	return results, nil
 }
 
 // List returns one page of records and tombstones within the retention.
@@ -200,30 +315,6 @@ func (l *Local) List(ctx context.Context, tenantID, entity, pageToken string, li
 // owns guards against a hash collision handing back another record.
 func (d localDoc) owns(tenantID, entity, key string) bool {
 	return d.TenantID == tenantID && d.Entity == entity && d.RecordKey == key
-}
-
-func checkSize(doc localDoc) error {
-	raw, err := json.Marshal(doc.Data)
-	if err != nil {
-		return fmt.Errorf("%w: record %s cannot be encoded as JSON: %v", ErrInvalid, doc.RecordKey, err)
-	}
-	if len(raw) > MaxRecordBytes {
-		return fmt.Errorf("%w: record %s of %d bytes exceeds %d", ErrInvalid, doc.RecordKey, len(raw), MaxRecordBytes)
-	}
-	return nil
-}
-
-func roundTrip(data *map[string]any) error {
-	raw, err := json.Marshal(*data)
-	if err != nil {
-		return fmt.Errorf("shards: re-read record: %w", err)
-	}
-	var back map[string]any
-	if err := json.Unmarshal(raw, &back); err != nil {
-		return fmt.Errorf("shards: re-read record: %w", err)
-	}
-	*data = back
-	return nil
 }
 
 // storeErr maps the store's errors onto this package's.

@@ -36,6 +36,45 @@ type Store interface {
 	// to resume ("" when there are no more pages). limit <= 0 means
 	// DefaultListLimit; it is capped at MaxListLimit.
 	List(ctx context.Context, tenantID, entity, pageToken string, limit int) ([]Record, string, error)
+	// WriteBatch applies puts and deletes of one tenant's records of one
+	// entity in as few durable writes as the implementation can (Local: store
+	// batches sent together; HTTP: the Shard Manager's contract has no batch
+	// request, so one request per write, concurrently), and reports each write's outcome in order: the record a put wrote, or the
+	// error of that write alone (ErrInvalid, ErrNotFound for a delete of a
+	// record that is not there, ErrUnavailable). Writes are not atomic
+	// together. The error is for the call as a whole (a bad tenant or entity,
+	// a key written twice).
+	WriteBatch(ctx context.Context, tenantID, entity string, writes []Write) ([]WriteResult, error)
+}
+
+// Write is one change of a WriteBatch: a put of Data, or, with Delete, a
+// deletion.
+type Write struct {
+	Key    string
+	Data   map[string]any
+	Delete bool
+}
+
+// WriteResult is the outcome of one Write. Record is set for a put that
+// succeeded.
+type WriteResult struct {
+	Record Record
+	Err    error
+}
+
+// checkWrites refuses what no implementation accepts in a batch.
+func checkWrites(tenantID, entity string, writes []Write) error {
+	if err := checkTenantEntity(tenantID, entity); err != nil {
+		return err
+	}
+	seen := make(map[string]struct{}, len(writes))
+	for _, w := range writes {
+		if _, dup := seen[w.Key]; dup {
+			return fmt.Errorf("%w: record %q is written twice in one batch", ErrInvalid, w.Key)
+		}
+		seen[w.Key] = struct{}{}
+	}
+	return nil
 }
 
 // Record is one record in a shard. Version changes on every write; Data is
