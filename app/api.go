@@ -86,7 +86,9 @@ func StartTraced(ctx context.Context, cfg *config.Config, logger zerolog.Logger,
 			p.close()
 		}
 	}()
-	if p.backend, err = OpenStore(ctx, cfg.Store, logger); err != nil {
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if p.backend, err = OpenStore(ctx, cfg.Store, logger, StoreMetrics(registry)); err != nil {
 		return nil, err
 	}
 	if p.transport, err = OpenTransport(ctx, cfg, p.backend, logger); err != nil {
@@ -97,8 +99,6 @@ func StartTraced(ctx context.Context, cfg *config.Config, logger zerolog.Logger,
 			return nil, fmt.Errorf("declare the queues of %s: %w", role, err)
 		}
 	}
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := p.transport.RegisterMetrics(registry); err != nil {
 		return nil, err
 	}
@@ -136,7 +136,7 @@ func StartTraced(ctx context.Context, cfg *config.Config, logger zerolog.Logger,
 			}
 			p.closers = append(p.closers, d.Close)
 		case PartSyncWorker:
-			closeAudit, err := buildSyncWorker(cfg, logger, p.backend, deps, p.transport, p.router)
+			closeAudit, err := buildSyncWorker(cfg, logger, p.backend, deps, p.transport, p.router, registry)
 			if err != nil {
 				return nil, err
 			}

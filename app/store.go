@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/castiel/integration-manager/config"
@@ -17,8 +17,38 @@ import (
 	"github.com/castiel/integration-manager/store/embedded"
 )
 
+// StoreOption adjusts OpenStore.
+type StoreOption func(*storeOptions)
+
+type storeOptions struct {
+	metrics prometheus.Registerer
+}
+
+// StoreMetrics times every store request and counts the throttled and
+// unavailable ones (store.Instrument) in reg.
+func StoreMetrics(reg prometheus.Registerer) StoreOption {
+	return func(o *storeOptions) { o.metrics = reg }
+}
+
 // OpenStore opens the configured backend with every container declared.
-func OpenStore(ctx context.Context, cfg config.StoreConfig, logger zerolog.Logger) (store.Backend, error) {
+func OpenStore(ctx context.Context, cfg config.StoreConfig, logger zerolog.Logger, opts ...StoreOption) (store.Backend, error) {
+	var o storeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	b, err := openStore(ctx, cfg, logger)
+	if err != nil || o.metrics == nil {
+		return b, err
+	}
+	instrumented, err := store.Instrument(b, o.metrics)
+	if err != nil {
+		_ = b.Close()
+		return nil, err
+	}
+	return instrumented, nil
+}
+
+func openStore(ctx context.Context, cfg config.StoreConfig, logger zerolog.Logger) (store.Backend, error) {
 	specs := store.Containers(cfg.ExecutionsTTL)
 	switch cfg.Kind {
 	case config.StoreEmbedded:

@@ -58,7 +58,7 @@ func ShardStore(cfg *config.Config, backend store.Backend, tracing *telemetry.Tr
 // buildSyncWorker wires the sync-run and ingress consumers; the returned
 // closer flushes the audit trail.
 func buildSyncWorker(cfg *config.Config, logger zerolog.Logger, backend store.Backend, deps *shared,
-	transport *messaging.Transport, router *message.Router) (func() error, error) {
+	transport *messaging.Transport, router *message.Router, registry *prometheus.Registry) (func() error, error) {
 	factory, err := deps.clients()
 	if err != nil {
 		return nil, err
@@ -83,6 +83,7 @@ func buildSyncWorker(cfg *config.Config, logger zerolog.Logger, backend store.Ba
 		Events:  sender.New(deps.publisher, "castiel/integration-manager/"+cfg.Service),
 		Auditor: auditor,
 		Logger:  logger,
+		Metrics: registry,
 	}, syncrun.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("sync worker: %w", err)

@@ -111,6 +111,11 @@ func (h *Handler) Run(ctx context.Context, cmd domain.RunSync) error {
 		return h.markSkipped(ctx, &exec, task, "", "the sync task is paused (enabled is false)")
 	}
 
+	done, ok := h.claim(exec.ID)
+	if !ok {
+		return &busyError{holder: exec.ID, same: true}
+	}
+	defer done()
 	lease, err := h.acquire(ctx, task, exec.ID)
 	var busy *busyError
 	switch {
@@ -200,7 +205,9 @@ func (h *Handler) execute(ctx context.Context, exec *domain.Execution, task doma
 	h.auditCredentialUse(ctx, exec, task)
 
 	r := newRun(h, exec, task, entity, client)
-	if err := r.do(ctx); err != nil {
+	err = r.do(ctx)
+	h.metrics.client(client)
+	if err != nil {
 		r.rollback()
 		return h.settle(ctx, exec, task, classify(err))
 	}
@@ -259,6 +266,7 @@ func (h *Handler) finishCompleted(ctx context.Context, exec *domain.Execution, t
 	if err := h.saveExecution(ctx, exec); err != nil {
 		return err
 	}
+	h.metrics.duration.WithLabelValues(string(status)).Observe(now.Sub(exec.StartedAt).Seconds())
 	h.log.Info().Str("executionId", exec.ID).Str("syncTaskId", task.ID).Str("status", string(status)).
 		Int("added", stats.Added).Int("updated", stats.Updated).Int("deleted", stats.Deleted).
 		Int("unchanged", stats.Unchanged).Int("conflicts", stats.Conflicts).Int("failed", stats.Failed).
@@ -320,6 +328,7 @@ func (h *Handler) finishFailed(ctx context.Context, exec *domain.Execution, task
 	if err := h.saveExecution(ctx, exec); err != nil {
 		return err
 	}
+	h.metrics.duration.WithLabelValues(string(domain.ExecFailed)).Observe(now.Sub(exec.StartedAt).Seconds())
 	h.log.Warn().Str("executionId", exec.ID).Str("syncTaskId", exec.SyncTaskID).Str("errorClass", re.class).Err(re.err).Msg("sync run failed")
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/castiel/integration-manager/connector"
@@ -47,11 +48,22 @@ var testMapping = []domain.FieldMapping{
 // calling afterPut after each put (a test kills a run from there).
 type countingShards struct {
 	*shards.Local
-	mu       sync.Mutex
-	puts     map[string]int
-	deletes  map[string]int
-	total    atomic.Int64
-	afterPut atomic.Pointer[func(n int64)]
+	mu        sync.Mutex
+	puts      map[string]int
+	deletes   map[string]int
+	total     atomic.Int64
+	afterPut  atomic.Pointer[func(n int64)]
+	afterList atomic.Pointer[func()]
+}
+
+// List calls afterList once the page is read (a test changes the shard
+// under a run from there).
+func (c *countingShards) List(ctx context.Context, tenantID, entity, pageToken string, limit int) ([]shards.Record, string, error) {
+	recs, next, err := c.Local.List(ctx, tenantID, entity, pageToken, limit)
+	if f := c.afterList.Load(); f != nil && err == nil {
+		(*f)()
+	}
+	return recs, next, err
 }
 
 func (c *countingShards) Put(ctx context.Context, tenantID, entity, key string, data map[string]any) (shards.Record, error) {
@@ -67,6 +79,34 @@ func (c *countingShards) Put(ctx context.Context, tenantID, entity, key string, 
 		(*f)(n)
 	}
 	return rec, nil
+}
+
+// WriteBatch counts the puts and deletes of a batch as Put and Delete do.
+func (c *countingShards) WriteBatch(ctx context.Context, tenantID, entity string, writes []shards.Write) ([]shards.WriteResult, error) {
+	res, err := c.Local.WriteBatch(ctx, tenantID, entity, writes)
+	if err != nil {
+		return res, err
+	}
+	for i, w := range writes {
+		if res[i].Err != nil {
+			continue
+		}
+		c.mu.Lock()
+		if w.Delete {
+			c.deletes[w.Key]++
+		} else {
+			c.puts[w.Key]++
+		}
+		c.mu.Unlock()
+		if w.Delete {
+			continue
+		}
+		n := c.total.Add(1)
+		if f := c.afterPut.Load(); f != nil {
+			(*f)(n)
+		}
+	}
+	return res, nil
 }
 
 func (c *countingShards) Delete(ctx context.Context, tenantID, entity, key string) error {
@@ -209,6 +249,7 @@ type harness struct {
 	h         *syncrun.Handler
 	logs      *syncBuffer
 	credRef   string
+	metrics   *prometheus.Registry // the worker's metrics
 
 	tasks     *store.Repository[domain.SyncTask]
 	execs     *store.Repository[domain.Execution]
@@ -305,8 +346,10 @@ func newHarness(t testing.TB, cfg harnessConfig) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	hs.metrics = prometheus.NewRegistry()
 	hs.h, err = syncrun.New(syncrun.Deps{
 		Store: db, Clients: hs.factory, Shards: hs.shards, Events: hs.events, Auditor: hs.audit, Logger: logger,
+		Metrics: hs.metrics,
 	}, cfg.opts)
 	if err != nil {
 		t.Fatalf("syncrun.New: %v", err)

@@ -1,9 +1,13 @@
 package syncrun
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"sync"
 	"time"
 
 	"github.com/castiel/integration-manager/connector"
@@ -23,91 +27,310 @@ type recordFailure struct{ err error }
 func (e *recordFailure) Error() string { return e.err.Error() }
 func (e *recordFailure) Unwrap() error { return e.err }
 
-// pullOne syncs one record read from the external API.
-func (r *run) pullOne(ctx context.Context, key string, raw map[string]any, tombstone bool) error {
-	deleted := tombstone || r.client.IsDeleted(r.entity.Name, raw)
-	ext, err := domain.ExternalSideRecord(r.entity, r.task.Mapping, raw, deleted)
-	if err != nil {
-		r.fail(key, "", err)
-		return nil
-	}
-	return r.reconcile(ctx, key, ext, nil, true)
+// recItem is one record to sync and what each side says about it (nil: no
+// news from that side). A pull item carries the raw external record, mapped
+// when the record is planned.
+type recItem struct {
+	key       string
+	raw       map[string]any // the external record as read (pull), or nil
+	tombstone bool           // raw came from the deleted-records endpoint
+	ext, in   *domain.SideRecord
+	readAt    time.Time // when the side given (raw or in) was read; zero: not checked
+	count     bool      // an unchanged record counts as such (not in the shard walk, which sees every record every run)
 }
 
-// pushOne syncs one record of the shard walk (the external side is "no news").
-func (r *run) pushOne(ctx context.Context, rec shards.Record) error {
-	in := rec.Side()
-	if in.Present() {
-		in.Hash = domain.ContentHash(in.Data)
-	}
-	return r.reconcile(ctx, rec.Key, nil, in, false)
+// plan is one record's decided change whose durable writes wait to be
+// grouped with the rest of the page: first a pull's write to the shard, then
+// the record's new state.
+type plan struct {
+	it      recItem
+	d       domain.Decision
+	countAs domain.SyncAction // counted once the state is written; "" : not counted
+	st      *domain.RecordState
+	etag    string             // the state's ETag when read; "": the state is new
+	shard   *shards.Write      // a pull's write to the shard, made before the state
+	side    *domain.SideRecord // the version a pull writes
+	now     time.Time
 }
 
-// reconcile classifies one record and applies the decision. ext or in nil:
-// no news from that side (in nil is read from the shard). count: whether an
-// unchanged record counts as such (not in the shard walk, which sees every
-// record on every run).
-func (r *run) reconcile(ctx context.Context, key string, ext, in *domain.SideRecord, count bool) error {
-	for attempt := 0; ; attempt++ {
-		st, etag, err := r.loadState(ctx, key)
-		if err != nil {
-			return err
-		}
-		if in == nil && ext != nil && st != nil && st.Conflict == nil && ext.ContentHash() == st.ExternalHash {
-			// The external side did not change. Whatever Castiel did is the
-			// push walk's business (or blocked on a pull task), so the shard
-			// need not be read: the common case of a re-read costs one point
-			// read.
-			if count {
-				r.count(domain.ActionUnchanged)
+// maxStateRaces bounds how often one record is planned again because its
+// state changed between the run's read and its write.
+const maxStateRaces = 3
+
+// reconcileAll syncs a page of records: every record is planned
+// concurrently (read, classified, its writes to the external API made), then
+// the page's shard writes go in one shard batch and the records' states in
+// store batches, written as they come (a push's state follows its API write
+// within one group commit). A key listed twice is synced again in a later
+// round, after its first version is written.
+func (r *run) reconcileAll(ctx context.Context, items []recItem) error {
+	for len(items) > 0 {
+		round, rest := uniqueKeys(items)
+		for attempt := 0; len(round) > 0; attempt++ {
+			if attempt > maxStateRaces {
+				return transientRun("store", fmt.Errorf("record %s: its sync state kept changing under the run", round[0].key))
 			}
-			return nil
-		}
-		cur := in
-		if cur == nil {
-			if cur, err = r.readInternal(ctx, key); err != nil {
-				if errors.Is(err, shards.ErrInvalid) {
-					r.fail(key, "", err)
-					return nil
-				}
+			raced, err := r.reconcileRound(ctx, round)
+			if err != nil {
 				return err
 			}
+			round = raced
 		}
-		d := domain.Classify(r.task.Direction, st, ext, cur)
-		err = r.apply(ctx, key, d, st, etag, ext, cur)
-		var rf *recordFailure
-		switch {
-		case errors.Is(err, errStateRaced) && attempt < 3:
-			in = nil // read Castiel's side again too
-			continue
-		case errors.Is(err, errStateRaced):
-			return transientRun("store", fmt.Errorf("record %s: its sync state kept changing under the run", key))
-		case errors.As(err, &rf):
-			r.fail(key, d.Action, rf.err)
-			return nil
-		case err != nil:
-			return err
-		}
-		a := d.Action
-		if d.Pending || a == domain.ActionConverged {
-			a = domain.ActionUnchanged
-		}
-		if count || a != domain.ActionUnchanged {
-			r.count(a)
-		}
-		return nil
+		items = rest
 	}
+	return nil
+}
+
+// uniqueKeys splits items into the first item of each key and the rest, in order.
+func uniqueKeys(items []recItem) (round, rest []recItem) {
+	seen := make(map[string]struct{}, len(items))
+	for _, it := range items {
+		if _, dup := seen[it.key]; dup {
+			rest = append(rest, it)
+			continue
+		}
+		seen[it.key] = struct{}{}
+		round = append(round, it)
+	}
+	return round, rest
+}
+
+// reconcileRound syncs items (distinct keys) and returns those whose state
+// raced with another writer (the conflict resolver), to be planned again.
+//
+// Once a record's change is decided its writes are made even if ctx ends
+// meanwhile (within RecordGrace), so a shutdown never leaves an API write
+// without the state that records it; pulls not yet written to the shard are
+// simply replayed.
+func (r *run) reconcileRound(ctx context.Context, items []recItem) ([]recItem, error) {
+	wctx, wdone := r.recordContext(ctx)
+	defer wdone()
+	pctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	w := r.newStateWriter(wctx, stop)
+
+	var (
+		mu    sync.Mutex
+		pulls []*plan
+		raced []recItem
+	)
+	keys := make([]string, len(items))
+	for i, it := range items {
+		keys[i] = it.key
+	}
+	perr := r.parallel(pctx, keys, func(ctx context.Context, i int) error {
+		p, err := r.plan(ctx, items[i])
+		switch {
+		case errors.Is(err, errStateRaced):
+			mu.Lock()
+			raced = append(raced, again(items[i]))
+			mu.Unlock()
+			return nil
+		case err != nil || p == nil:
+			return err
+		case p.shard != nil:
+			mu.Lock()
+			pulls = append(pulls, p)
+			mu.Unlock()
+			return nil
+		default:
+			w.add(p)
+			return nil
+		}
+	})
+	var serr error
+	if perr == nil {
+		serr = r.writeShards(wctx, pulls, w)
+	}
+	racedPlans, werr := w.close()
+	for _, p := range racedPlans {
+		raced = append(raced, again(p.it))
+	}
+	if err := cmp.Or(werr, perr, serr); err != nil {
+		return nil, err
+	}
+	return raced, nil
+}
+
+// again is it to be planned anew: Castiel's side is read again too.
+func again(it recItem) recItem {
+	it.in = nil
+	return it
+}
+
+// plan reads and classifies one record and makes the writes that cannot
+// wait for the page (to the external API, conflicts). It returns nil when
+// nothing is left to write.
+func (r *run) plan(ctx context.Context, it recItem) (*plan, error) {
+	if it.raw != nil {
+		deleted := it.tombstone || r.client.IsDeleted(r.entity.Name, it.raw)
+		ext, err := domain.ExternalSideRecord(r.entity, r.task.Mapping, it.raw, deleted)
+		if err != nil {
+			r.fail(it.key, "", err)
+			return nil, nil
+		}
+		it.ext = ext
+	}
+	if it.in.Present() && it.in.Hash == "" {
+		it.in.Hash = domain.ContentHash(it.in.Data)
+	}
+	raw, found, err := r.readState(ctx, it.key)
+	if err != nil {
+		return nil, err
+	}
+	ext, in := it.ext, it.in
+	if in == nil && ext != nil && found && unchangedExternally(raw.Body, ext) {
+		// The external side did not change. Whatever Castiel did is the
+		// push walk's business (or blocked on a pull task), so the shard
+		// need not be read: the common case of a re-read costs one point
+		// read (and the decoding of two fields of it).
+		if it.count {
+			r.count(domain.ActionUnchanged)
+		}
+		return nil, nil
+	}
+	var st *domain.RecordState
+	var etag string
+	if found {
+		if st, err = decodeState(raw); err != nil {
+			return nil, err
+		}
+		etag = raw.ETag
+		if !it.readAt.IsZero() && st.LastSyncedAt.After(it.readAt) && !r.wroteState(it.key, etag) {
+			// Someone else (the conflict resolver, writing both sides)
+			// agreed the state after this side was read: the state holds a
+			// version at least as new, so what was read is no news. Without
+			// this a stale read would be taken for a change and written back
+			// over the resolution. (The state as this run last wrote it,
+			// say for a record listed again on a later page, proves nothing
+			// of the kind.)
+			if it.raw != nil {
+				ext = nil
+			} else {
+				in = nil // read Castiel's side again, now
+			}
+		}
+	}
+	if in == nil {
+		if in, err = r.readInternal(ctx, it.key); err != nil {
+			if errors.Is(err, shards.ErrInvalid) {
+				r.fail(it.key, "", err)
+				return nil, nil
+			}
+			return nil, err
+		}
+	}
+	d := domain.Classify(r.task.Direction, st, ext, in)
+	p := &plan{it: it, d: d, st: st, etag: etag, now: r.h.now()}
+	if p.st == nil {
+		p.st = domain.NewRecordState(r.task.TenantID, r.task.ID, it.key)
+	}
+	a := d.Action
+	if d.Pending || a == domain.ActionConverged {
+		a = domain.ActionUnchanged
+	}
+	if it.count || a != domain.ActionUnchanged {
+		p.countAs = a
+	}
+	write, err := r.apply(ctx, p, ext, in)
+	var rf *recordFailure
+	switch {
+	case errors.As(err, &rf):
+		r.fail(it.key, d.Action, rf.err)
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case !write:
+		r.countPlan(p)
+		return nil, nil
+	}
+	return p, nil
+}
+
+// committed records that p's state is written (etag: its new version): it
+// is counted, and the version remembered as this run's.
+func (r *run) committed(p *plan, etag string) {
+	r.noteState(p.it.key, etag)
+	r.countPlan(p)
+}
+
+func (r *run) countPlan(p *plan) {
+	if p.countAs != "" {
+		r.count(p.countAs)
+	}
+}
+
+func keyHash(key string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return h.Sum64()
+}
+
+// noteState remembers the version of key's state this run wrote.
+func (r *run) noteState(key, etag string) {
+	if etag == "" {
+		return
+	}
+	r.mu.Lock()
+	if r.written == nil {
+		r.written = map[uint64]string{}
+	}
+	r.written[keyHash(key)] = etag
+	r.mu.Unlock()
+}
+
+// wroteState reports whether etag is the version of key's state this run
+// last wrote.
+func (r *run) wroteState(key, etag string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	got, ok := r.written[keyHash(key)]
+	return ok && got == etag
 }
 
 func (r *run) loadState(ctx context.Context, key string) (*domain.RecordState, string, error) {
-	st, etag, err := r.h.states.Get(ctx, r.task.ID, domain.RecordStateID(r.task.ID, key))
+	raw, found, err := r.readState(ctx, key)
+	if err != nil || !found {
+		return nil, "", err
+	}
+	st, err := decodeState(raw)
+	return st, raw.ETag, err
+}
+
+// readState reads a record's state as stored; found is false if it has none.
+func (r *run) readState(ctx context.Context, key string) (store.Item, bool, error) {
+	it, err := r.h.stateC.Read(ctx, r.task.ID, domain.RecordStateID(r.task.ID, key))
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, "", nil
+		return store.Item{}, false, nil
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("read the sync state of %s: %w", key, err)
+		return store.Item{}, false, fmt.Errorf("read the sync state of %s: %w", key, err)
 	}
-	return &st, etag, nil
+	return it, true, nil
+}
+
+func decodeState(it store.Item) (*domain.RecordState, error) {
+	var st domain.RecordState
+	if err := json.Unmarshal(it.Body, &st); err != nil {
+		return nil, fmt.Errorf("decode the sync state %s: %w", it.ID, err)
+	}
+	return &st, nil
+}
+
+// stateHead is what telling an unchanged external record needs of its state.
+type stateHead struct {
+	ExternalHash string          `json:"externalHash"`
+	Conflict     json.RawMessage `json:"conflict"`
+}
+
+// unchangedExternally reports whether the stored state agrees with ext and
+// has no pending conflict, without decoding the whole state.
+func unchangedExternally(body []byte, ext *domain.SideRecord) bool {
+	var h stateHead
+	if json.Unmarshal(body, &h) != nil {
+		return false // decoded in full, and refused, by the caller
+	}
+	return (len(h.Conflict) == 0 || string(h.Conflict) == "null") && h.ExternalHash == ext.ContentHash()
 }
 
 func (r *run) readInternal(ctx context.Context, key string) (*domain.SideRecord, error) {
@@ -123,23 +346,23 @@ func (r *run) readInternal(ctx context.Context, key string) (*domain.SideRecord,
 	return side, nil
 }
 
-// apply carries out d for one record, then writes its state: every side
-// write is followed at once by the state that records it, so a replay of
-// the record sees both sides agree and does nothing.
-func (r *run) apply(ctx context.Context, key string, d domain.Decision, st *domain.RecordState, etag string, ext, in *domain.SideRecord) error {
-	now := r.h.now()
-	if st == nil {
-		st = domain.NewRecordState(r.task.TenantID, r.task.ID, key)
-	}
+// apply carries out p's decision up to its grouped writes: a pull gets its
+// shard write (p.shard), a push is written to the API, a conflict stored and
+// announced, and p.st is brought to what the record's state must become.
+// write reports whether the state is to be written; a state is always
+// written after the side write it records, so a replay of the record sees
+// both sides agree and does nothing.
+func (r *run) apply(ctx context.Context, p *plan, ext, in *domain.SideRecord) (write bool, err error) {
+	d, st, key, now := p.d, p.st, p.it.key, p.now
 	if d.Supersedes != "" {
 		if err := r.supersede(ctx, d.Supersedes, now); err != nil {
-			return err
+			return false, err
 		}
 	}
 	switch d.Action {
 	case domain.ActionUnchanged:
 		if d.Supersedes == "" {
-			return nil // blocked writes also leave the state as it is
+			return false, nil // blocked writes also leave the state as it is
 		}
 		st.Conflict = nil
 
@@ -149,32 +372,24 @@ func (r *run) apply(ctx context.Context, key string, d domain.Decision, st *doma
 	case domain.ActionPullAdd, domain.ActionPullUpdate:
 		side, err := r.sideOrConflict(ctx, st, ext, true)
 		if err != nil {
-			return err
+			return false, err
 		}
-		rec, err := r.h.shards.Put(ctx, r.task.TenantID, r.task.Entity, key, side.Data)
-		if err != nil {
-			return shardErr("write", key, err)
-		}
-		st.Agree(side, rec.Side(), now)
+		p.shard, p.side = &shards.Write{Key: key, Data: side.Data}, side
 
 	case domain.ActionPullDelete:
-		err := r.h.shards.Delete(ctx, r.task.TenantID, r.task.Entity, key)
-		if err != nil && !errors.Is(err, shards.ErrNotFound) {
-			return shardErr("delete", key, err)
-		}
-		st.Agree(&domain.SideRecord{Deleted: true}, &domain.SideRecord{Deleted: true}, now)
+		p.shard = &shards.Write{Key: key, Delete: true}
 
 	case domain.ActionPushAdd, domain.ActionPushUpdate:
 		side, err := r.sideOrConflict(ctx, st, in, false)
 		if err != nil {
-			return err
+			return false, err
 		}
 		after, newKey, err := r.pushWrite(ctx, key, d.Action, side)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if newKey != "" {
-			return r.rekey(ctx, st, etag, key, newKey, after, side, now)
+			return false, r.rekey(ctx, st, p.etag, key, newKey, after, side, now)
 		}
 		st.Agree(after, side, now)
 
@@ -182,40 +397,89 @@ func (r *run) apply(ctx context.Context, key string, d domain.Decision, st *doma
 		err := r.writing(ctx, func() error { return r.client.Delete(ctx, r.entity.Name, key) })
 		r.auditWrite(ctx, key, "delete", err)
 		if err != nil {
-			return connectorErr(err)
+			return false, connectorErr(err)
 		}
 		st.Agree(&domain.SideRecord{Deleted: true}, &domain.SideRecord{Deleted: true}, now)
 
 	case domain.ActionConflict:
 		if d.Pending {
-			return nil
+			return false, nil
 		}
 		id, err := r.raiseConflict(ctx, key, d, st, ext, in, now)
 		if err != nil {
-			return err
+			return false, err
 		}
 		st.MarkConflict(id, ext, in, now)
+		// Written now, not with the page: the resolver acts on the event just
+		// published and writes this state too; the sooner the mark is in, the
+		// less often one of the two has to start over.
+		return false, r.writeState(ctx, st, p.etag)
 
 	default:
-		return fmt.Errorf("record %s: unexpected action %q", key, d.Action)
+		return false, fmt.Errorf("record %s: unexpected action %q", key, d.Action)
 	}
-	return r.writeState(ctx, st, etag)
+	return true, nil
 }
 
+// writeShards makes the round's pulls in one shard batch and hands each
+// written record's state to w.
+func (r *run) writeShards(ctx context.Context, pulls []*plan, w *stateWriter) error {
+	if len(pulls) == 0 {
+		return nil
+	}
+	writes := make([]shards.Write, len(pulls))
+	for i, p := range pulls {
+		writes[i] = *p.shard
+	}
+	res, err := r.h.shards.WriteBatch(ctx, r.task.TenantID, r.task.Entity, writes)
+	if err != nil {
+		return fmt.Errorf("write %d records to the shard: %w", len(writes), err)
+	}
+	var first error
+	deleted := &domain.SideRecord{Deleted: true}
+	written := make([]*plan, 0, len(pulls))
+	defer func() { w.add(written...) }() // together: they go out in as few batches as they can
+	for i, p := range pulls {
+		res := res[i]
+		switch {
+		case p.shard.Delete && (res.Err == nil || errors.Is(res.Err, shards.ErrNotFound)):
+			p.st.Agree(deleted, deleted, p.now)
+		case res.Err == nil:
+			p.st.Agree(p.side, res.Record.Side(), p.now)
+		case errors.Is(res.Err, shards.ErrInvalid):
+			r.fail(p.it.key, p.d.Action, fmt.Errorf("the shard refused the write: %w", res.Err))
+			continue
+		default:
+			first = cmp.Or(first, fmt.Errorf("write %s in the shard: %w", p.it.key, res.Err))
+			continue
+		}
+		written = append(written, p)
+	}
+	return first
+}
+
+// writeState writes one record's state on its own (rekey).
 func (r *run) writeState(ctx context.Context, st *domain.RecordState, etag string) error {
 	var err error
+	var written string
 	if etag == "" {
-		_, err = r.h.states.Create(ctx, *st)
+		written, err = r.h.states.Create(ctx, *st)
 	} else {
-		_, err = r.h.states.Replace(ctx, *st, etag)
+		written, err = r.h.states.Replace(ctx, *st, etag)
 	}
 	switch {
-	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrPreconditionFailed), errors.Is(err, store.ErrNotFound):
+	case isStateRace(err):
 		return errStateRaced
 	case err != nil:
 		return fmt.Errorf("write the sync state of %s: %w", st.RecordKey, err)
 	}
+	r.noteState(st.RecordKey, written)
 	return nil
+}
+
+// isStateRace: a state write found the state changed since it was read.
+func isStateRace(err error) bool {
+	return errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrPreconditionFailed) || errors.Is(err, store.ErrNotFound)
 }
 
 // sideOrConflict returns side, or, for a side Classify judged from a pending
@@ -306,9 +570,11 @@ func (r *run) rekey(ctx context.Context, st *domain.RecordState, etag, oldKey, n
 	}
 	ns := domain.NewRecordState(r.task.TenantID, r.task.ID, newKey)
 	ns.Agree(after, rec.Side(), now)
-	if _, err := r.h.states.Upsert(ctx, *ns); err != nil {
+	written, err := r.h.states.Upsert(ctx, *ns)
+	if err != nil {
 		return fmt.Errorf("write the sync state of %s: %w", newKey, err)
 	}
+	r.noteState(newKey, written)
 	if err := r.h.shards.Delete(ctx, r.task.TenantID, r.task.Entity, oldKey); err != nil && !errors.Is(err, shards.ErrNotFound) {
 		return shardErr("delete", oldKey, err)
 	}

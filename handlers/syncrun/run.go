@@ -1,6 +1,7 @@
 package syncrun
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,7 @@ type run struct {
 	writes chan struct{} // API writes in flight (Options.MaxWrites)
 
 	mu       sync.Mutex
+	written  map[uint64]string // the version of each state this delivery wrote, by hash of its key
 	prog     domain.SyncRunProgress
 	stats    domain.SyncStats
 	progBase domain.SyncRunProgress // the counters saved before this delivery
@@ -51,6 +53,7 @@ func newRun(h *Handler, exec *domain.Execution, task domain.SyncTask, entity dom
 	}
 	r.prog.Errors = append([]domain.SyncRecordError(nil), exec.Sync.Errors...)
 	r.progBase = r.prog
+	h.metrics.client(client)
 	r.savedProg, r.savedStats = r.prog, r.stats
 	return r
 }
@@ -112,6 +115,7 @@ type lister func(ctx context.Context, entity string, req connector.PageRequest) 
 
 type fetched struct {
 	page connector.Page
+	at   time.Time // when the page was asked for
 	err  error
 }
 
@@ -125,9 +129,10 @@ func (r *run) prefetch(ctx context.Context, wg *sync.WaitGroup, list lister, req
 		defer wg.Done()
 		defer close(ch)
 		for {
+			at := r.h.now()
 			p, err := list(ctx, r.entity.Name, req)
 			select {
-			case ch <- fetched{p, err}:
+			case ch <- fetched{p, at, err}:
 			case <-ctx.Done():
 				return
 			}
@@ -154,16 +159,24 @@ func (r *run) readExternal(ctx context.Context, phase domain.SyncRunPhase, list 
 		if f.err != nil {
 			return fmt.Errorf("read %s (%s): %w", r.entity.Name, phase, f.err)
 		}
-		keys, err := r.applyExternalPage(ctx, f.page.Records, phase == domain.PhasePullDeleted)
+		items, keys := r.pageItems(f.page.Records, phase == domain.PhasePullDeleted, f.at)
+		var seen chan error
+		if phase == domain.PhasePull && r.prog.FromScratch {
+			// The page's keys are known: store them while the page is synced,
+			// so their write shares the page's commits (it only has to be
+			// durable before the checkpoint).
+			seen = make(chan error, 1)
+			go func() { seen <- r.recordSeen(ctx, keys) }()
+		}
+		err := r.reconcileAll(ctx, items)
+		if seen != nil {
+			err = cmp.Or(err, <-seen)
+		}
 		if err != nil {
 			return err
 		}
-		if phase == domain.PhasePull && r.prog.FromScratch {
-			if err := r.recordSeen(ctx, keys); err != nil {
-				return err
-			}
-		}
 		last := f.page.NextPageToken == ""
+		r.h.metrics.page(phase)
 		r.mu.Lock()
 		r.prog.Pages++
 		r.prog.Read += len(f.page.Records)
@@ -188,14 +201,9 @@ func (r *run) readExternal(ctx context.Context, phase domain.SyncRunPhase, list 
 	return transientRun("internal", errors.New("the page reader stopped before the last page"))
 }
 
-type extItem struct {
-	key string
-	raw map[string]any
-}
-
-// applyExternalPage syncs every record of a page and returns their keys.
-func (r *run) applyExternalPage(ctx context.Context, recs []map[string]any, tombstones bool) ([]string, error) {
-	items := make([]extItem, 0, len(recs))
+// pageItems returns the records of a page to sync and their keys.
+func (r *run) pageItems(recs []map[string]any, tombstones bool, at time.Time) ([]recItem, []string) {
+	items := make([]recItem, 0, len(recs))
 	keys := make([]string, 0, len(recs))
 	for _, raw := range recs {
 		key, err := r.client.RecordID(r.entity.Name, raw)
@@ -203,13 +211,10 @@ func (r *run) applyExternalPage(ctx context.Context, recs []map[string]any, tomb
 			r.fail("", "", err)
 			continue
 		}
-		items = append(items, extItem{key, raw})
+		items = append(items, recItem{key: key, raw: raw, tombstone: tombstones, readAt: at, count: true})
 		keys = append(keys, key)
 	}
-	err := r.parallel(ctx, keys, func(ctx context.Context, i int) error {
-		return r.pullOne(ctx, items[i].key, items[i].raw, tombstones)
-	})
-	return keys, err
+	return items, keys
 }
 
 // parallel calls fn for every key's index with up to Options.Concurrency
@@ -314,7 +319,9 @@ func (d seenDoc) Key() (string, string) { return d.SyncTaskID, d.ID }
 // recordSeen stores the keys of the page about to be checkpointed; a replayed
 // page overwrites its own document.
 func (r *run) recordSeen(ctx context.Context, keys []string) error {
+	r.mu.Lock()
 	n := r.prog.SeenPages
+	r.mu.Unlock()
 	doc := seenDoc{ID: domain.SyncSeenID(r.exec.ID, n), SyncTaskID: r.task.ID, TenantID: r.task.TenantID,
 		Kind: kindSeen, ExecutionID: r.exec.ID, Page: n, Keys: keys}
 	if _, err := r.h.seen.Upsert(ctx, doc); err != nil {
@@ -367,17 +374,23 @@ func (r *run) sweep(ctx context.Context) error {
 				gone = append(gone, d.RecordKey)
 			}
 		}
-		err = r.parallel(ctx, gone, func(ctx context.Context, i int) error {
-			return r.reconcile(ctx, gone[i], &domain.SideRecord{Deleted: true}, nil, true)
-		})
-		if err != nil {
+		items := make([]recItem, len(gone))
+		for i, key := range gone {
+			items[i] = recItem{key: key, ext: &domain.SideRecord{Deleted: true}, count: true}
+		}
+		if err := r.reconcileAll(ctx, items); err != nil {
 			return err
 		}
-		for _, it := range stale {
-			_ = r.h.stateC.Delete(ctx, it.PartitionKey, it.ID, it.ETag) // best effort: the next sweep tries again
+		if len(stale) > 0 {
+			ops := make([]store.Op, len(stale))
+			for i, it := range stale {
+				ops[i] = store.DeleteOp(it.ID, it.ETag)
+			}
+			r.deleteStates(ctx, ops) // best effort: the next sweep tries again
 		}
 		token = page.Continuation
 		last := token == ""
+		r.h.metrics.page(domain.PhaseSweep)
 		r.mu.Lock()
 		r.prog.PageToken = token
 		if last {
@@ -390,10 +403,31 @@ func (r *run) sweep(ctx context.Context) error {
 		if last {
 			// Only once the phase is saved as over: a sweep resumed without
 			// its seen keys would take every record for deleted.
-			for i := range r.prog.SeenPages {
-				_ = r.h.stateC.Delete(ctx, r.task.ID, domain.SyncSeenID(r.exec.ID, i), "")
+			ops := make([]store.Op, r.prog.SeenPages)
+			for i := range ops {
+				ops[i] = store.DeleteOp(domain.SyncSeenID(r.exec.ID, i), "")
 			}
+			r.deleteStates(ctx, ops) // best effort: a later sweep removes what is left
 			return nil
+		}
+	}
+}
+
+// deleteStates deletes documents of the task's sync state partition in
+// batches, best effort: a batch refused (one document already gone or
+// changed) is deleted one document at a time, and failures are left for a
+// later sweep.
+func (r *run) deleteStates(ctx context.Context, ops []store.Op) {
+	if len(ops) == 0 {
+		return
+	}
+	batches, _, errs := store.WriteBatches(ctx, r.h.stateC, r.task.ID, ops)
+	for k, err := range errs {
+		if err == nil || store.IsTransient(err) {
+			continue
+		}
+		for _, op := range batches[k] {
+			_ = r.h.stateC.Delete(ctx, r.task.ID, op.ID, op.IfMatch)
 		}
 	}
 }
@@ -422,19 +456,20 @@ func (r *run) loadSeen(ctx context.Context) (map[string]bool, error) {
 func (r *run) walkShards(ctx context.Context) error {
 	token := r.prog.PageToken
 	for {
+		at := r.h.now()
 		recs, next, err := r.h.shards.List(ctx, r.task.TenantID, r.task.Entity, token, r.h.opts.ShardPageSize)
 		if err != nil {
 			return fmt.Errorf("walk the shard: %w", err)
 		}
-		keys := make([]string, len(recs))
+		items := make([]recItem, len(recs))
 		for i, rec := range recs {
-			keys[i] = rec.Key
+			items[i] = recItem{key: rec.Key, in: rec.Side(), readAt: at} // hashed when planned, concurrently
 		}
-		err = r.parallel(ctx, keys, func(ctx context.Context, i int) error { return r.pushOne(ctx, recs[i]) })
-		if err != nil {
+		if err := r.reconcileAll(ctx, items); err != nil {
 			return err
 		}
 		last := next == ""
+		r.h.metrics.page(domain.PhasePush)
 		r.mu.Lock()
 		r.prog.Pages++
 		r.prog.PageToken = next
@@ -491,6 +526,7 @@ func (r *run) clientCountsLocked(p *domain.SyncRunProgress) {
 
 // save checkpoints the run on its execution.
 func (r *run) save(ctx context.Context) error {
+	r.h.metrics.client(r.client)
 	r.snapshot()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -505,6 +541,7 @@ func (r *run) save(ctx context.Context) error {
 
 // fail records a record the run skips (a mapping error, a 4xx on write).
 func (r *run) fail(key string, action domain.SyncAction, err error) {
+	r.h.metrics.failed()
 	r.mu.Lock()
 	r.stats.Failed++
 	r.prog.AddRecordError(domain.SyncRecordError{RecordKey: key, Action: action, Error: err.Error()})
@@ -513,6 +550,7 @@ func (r *run) fail(key string, action domain.SyncAction, err error) {
 }
 
 func (r *run) count(a domain.SyncAction) {
+	r.h.metrics.record(a)
 	r.mu.Lock()
 	r.stats.Count(a)
 	r.mu.Unlock()

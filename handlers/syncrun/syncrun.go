@@ -8,9 +8,13 @@
 // task's checkpoint, classifies every record against its sync state
 // (domain.Classify), applies pulls to the shards and pushes to the API, stores
 // conflicts for the resolver, then walks the shard for Castiel-side changes.
-// Its position is saved on the execution after every page, and the state of a
-// record right after the record's write, so a run killed mid-way resumes on
-// redelivery and writes nothing twice.
+// A page's durable writes are grouped: its pulls go to the shard in one batch,
+// then the records' states in store batches (a push's state goes out with the
+// next group of states, right after its API write), never a state before the
+// write it records. Its position is saved on the execution after every page,
+// so a run killed mid-way resumes on redelivery and writes nothing twice: a
+// replayed record whose write was made but whose state was not finds both
+// sides in agreement and only records that.
 //
 // The fate of a message: a finished run (completed, completed with errors,
 // failed for a permanent reason, skipped) is acked; a transient failure (the
@@ -25,9 +29,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/castiel/integration-manager/connector"
@@ -60,6 +66,7 @@ type Deps struct {
 	Events  Sender
 	Auditor Auditor // credential use and write-backs; nil: NopAuditor
 	Logger  zerolog.Logger
+	Metrics prometheus.Registerer // nil: metrics are kept but not exported
 }
 
 // Options tune the worker; zero values take the defaults listed.
@@ -79,10 +86,9 @@ type Options struct {
 	// MaxRunAge: a run still failing transiently this long after it started is
 	// failed for good (and its message acked). Default 6 h.
 	MaxRunAge time.Duration
-	// Concurrency is how many records of a page are synced at once (records
-	// with the same key always in order). Store and shard writes wait for a
-	// durable commit, and concurrent writers share commits, so this is what
-	// a run's throughput grows with. Default 256.
+	// Concurrency is how many records of a page are read, classified and
+	// (pushes) written to the API at once; their store and shard writes are
+	// grouped per page whatever it is. Default 256.
 	Concurrency int
 	// MaxWrites bounds the writes to the external API in flight per run (the
 	// provider's rate limit applies on top). Default 16.
@@ -174,7 +180,11 @@ type Handler struct {
 	shards  shards.Store
 	events  Sender
 	audit   Auditor
+	metrics *metrics
 	owner   string // this handler's id in the leases it holds
+
+	runningMu sync.Mutex
+	running   map[string]bool // executions this handler is handling now (see claim)
 
 	tasks     *store.Repository[domain.SyncTask]
 	execs     *store.Repository[domain.Execution]
@@ -218,6 +228,10 @@ func New(deps Deps, opts Options) (*Handler, error) {
 	if deps.Auditor == nil {
 		deps.Auditor = NopAuditor{}
 	}
+	m, err := newMetrics(deps.Metrics)
+	if err != nil {
+		return nil, err
+	}
 	owner := make([]byte, 8)
 	_, _ = rand.Read(owner)
 	stateC := containers[store.SyncStateContainer]
@@ -228,7 +242,9 @@ func New(deps Deps, opts Options) (*Handler, error) {
 		shards:    deps.Shards,
 		events:    deps.Events,
 		audit:     deps.Auditor,
+		metrics:   m,
 		owner:     hex.EncodeToString(owner),
+		running:   map[string]bool{},
 		tasks:     store.NewRepository[domain.SyncTask](containers[domain.ContainerSyncTasks]),
 		execs:     store.NewRepository[domain.Execution](containers[domain.ContainerExecutions]),
 		conflicts: store.NewRepository[domain.Conflict](containers[domain.ContainerConflicts]),

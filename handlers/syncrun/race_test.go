@@ -1,0 +1,69 @@
+package syncrun_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/castiel/integration-manager/connector/fakeapi"
+	"github.com/castiel/integration-manager/domain"
+	"github.com/castiel/integration-manager/store"
+)
+
+// The conflict resolver writes both sides of a record, and its state, while
+// a run walks the shard: the Castiel version the walk listed before that is
+// stale, and must not be pushed over the resolution.
+func TestRun_AStateAgreedAfterTheShardWasListedIsNotPushedOver(t *testing.T) {
+	hs := newHarness(t, harnessConfig{fake: fakeapi.Options{Mode: fakeapi.Mode{PageSize: 10}}})
+	recs := hs.srv.SeedN(entity, 3)
+	task := hs.task("st-race", domain.DirectionBidirectional, domain.ModeIncremental)
+	mustStatus(t, hs.run("run-1", "st-race"), domain.ExecCompleted)
+	key := recs[1].ID
+	c, err := hs.db.Container(store.SyncStateContainer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := store.NewRepository[domain.RecordState](c)
+
+	// A Castiel edit the next run would push...
+	before, _ := hs.shardRecord(key)
+	hs.putInternal(key, withName(before, "Edited in Castiel"))
+	// ...but once the walk has listed it, a resolution lands on both sides.
+	var resolved map[string]any
+	once := false
+	hs.shards.afterList.Store(ptr(func() {
+		if once {
+			return
+		}
+		once = true
+		ext, _ := hs.srv.Edit(entity, key, func(r *fakeapi.Record) { r.Name = "Resolved" })
+		resolved = mapped(ext)
+		if _, err := hs.shards.Local.Put(context.Background(), tenant, entity, key, resolved); err != nil {
+			t.Error(err)
+		}
+		_, _, err := states.Update(context.Background(), task.ID, domain.RecordStateID(task.ID, key), func(s *domain.RecordState) error {
+			s.Agree(&domain.SideRecord{Data: resolved, ModifiedAt: ext.UpdatedAt}, &domain.SideRecord{Data: resolved}, time.Now().UTC())
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}))
+	writes := hs.srv.Writes(entity, key)
+
+	mustStatus(t, hs.run("run-2", "st-race"), domain.ExecCompleted)
+	mustStatus(t, hs.run("run-3", "st-race"), domain.ExecCompleted)
+
+	if !once {
+		t.Fatal("the walk never listed the shard")
+	}
+	if n := hs.srv.Writes(entity, key) - writes; n != 0 {
+		t.Errorf("the runs wrote %s to the external API %d times after its resolution, want none", key, n)
+	}
+	if ext, _ := hs.srv.Get(entity, key); ext.Name != "Resolved" {
+		t.Errorf("the external record is %q, want the resolution kept", ext.Name)
+	}
+	if in, _ := hs.shardRecord(key); domain.ContentHash(in) != domain.ContentHash(resolved) {
+		t.Errorf("the Castiel record is %v, want the resolution %v", in, resolved)
+	}
+}

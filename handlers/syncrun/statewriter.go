@@ -1,0 +1,176 @@
+package syncrun
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/castiel/integration-manager/store"
+)
+
+// stateWriter writes the states of planned records in store batches, group
+// commit style: while one write is in flight the plans that arrive queue up
+// and go together into the next. So a push's state follows its API write
+// within one commit, and a page of pulls costs a handful of batches instead
+// of a write per record.
+type stateWriter struct {
+	r    *run
+	ctx  context.Context
+	stop context.CancelCauseFunc // stops the round's planning when a write fails
+
+	mu      sync.Mutex
+	queue   []*plan
+	closing bool
+	wake    chan struct{}
+	done    chan struct{}
+
+	// Owned by the loop until done is closed.
+	err   error
+	raced []*plan
+}
+
+func (r *run) newStateWriter(ctx context.Context, stop context.CancelCauseFunc) *stateWriter {
+	w := &stateWriter{r: r, ctx: ctx, stop: stop, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go w.loop()
+	return w
+}
+
+// add queues the states of plans.
+func (w *stateWriter) add(plans ...*plan) {
+	if len(plans) == 0 {
+		return
+	}
+	w.mu.Lock()
+	w.queue = append(w.queue, plans...)
+	w.mu.Unlock()
+	w.signal()
+}
+
+func (w *stateWriter) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close writes what is queued and returns the first failure and the plans
+// whose state raced with another writer.
+func (w *stateWriter) close() ([]*plan, error) {
+	w.mu.Lock()
+	w.closing = true
+	w.mu.Unlock()
+	w.signal()
+	<-w.done
+	return w.raced, w.err
+}
+
+func (w *stateWriter) loop() {
+	defer close(w.done)
+	for {
+		w.mu.Lock()
+		batch, closing := w.queue, w.closing
+		w.queue = nil
+		w.mu.Unlock()
+		if len(batch) == 0 {
+			if closing {
+				return
+			}
+			<-w.wake
+			continue
+		}
+		if w.err != nil {
+			continue // the round is failing: its records are replayed
+		}
+		raced, err := w.r.writeStates(w.ctx, batch)
+		w.raced = append(w.raced, raced...)
+		if err != nil {
+			w.err = err
+			w.stop(err)
+		}
+	}
+}
+
+// writeStates writes the states of plans in batches of store.MaxBatchOps,
+// sent together (one commit on the embedded store), and counts each record
+// once its state is written. A batch refused because one state changed
+// meanwhile is sent again without it; that plan is returned as raced.
+func (r *run) writeStates(ctx context.Context, plans []*plan) ([]*plan, error) {
+	ops := make([]store.Op, len(plans))
+	for i, p := range plans {
+		kind := store.OpReplace
+		if p.etag == "" {
+			kind = store.OpCreate
+		}
+		_, op, err := store.EncodeOp(kind, *p.st, p.etag)
+		if err != nil {
+			return nil, fmt.Errorf("write the sync state of %s: %w", p.it.key, err)
+		}
+		ops[i] = op
+	}
+	var raced []*plan
+	var first error
+	batches, etags, errs := store.WriteBatches(ctx, r.h.stateC, r.task.ID, ops)
+	j := 0 // the first plan of batch k
+	for k, batch := range batches {
+		ps := plans[j : j+len(batch)]
+		j += len(batch)
+		if errs[k] == nil {
+			for n, p := range ps {
+				r.committed(p, etags[k][n])
+			}
+			continue
+		}
+		if !isStateRace(errs[k]) {
+			first = cmp.Or(first, fmt.Errorf("write the sync state of %d records: %w", len(batch), errs[k]))
+			continue
+		}
+		lost, err := r.retryStateBatch(ctx, ps, batch, errs[k])
+		raced = append(raced, lost...)
+		first = cmp.Or(first, err)
+	}
+	return raced, first
+}
+
+// retryStateBatch writes again a batch of states refused (err) because one
+// of them changed meanwhile, leaving that one out, and counts the records
+// written. It returns the plans whose state raced.
+func (r *run) retryStateBatch(ctx context.Context, plans []*plan, ops []store.Op, err error) ([]*plan, error) {
+	plans, ops = append([]*plan(nil), plans...), append([]store.Op(nil), ops...)
+	var raced []*plan
+	var etags []string
+	for {
+		var be *store.BatchError
+		switch {
+		case err == nil:
+			for n, p := range plans {
+				r.committed(p, etags[n])
+			}
+			return raced, nil
+		case errors.As(err, &be) && isStateRace(err) && be.Index >= 0 && be.Index < len(ops):
+			raced = append(raced, plans[be.Index])
+			plans = append(plans[:be.Index], plans[be.Index+1:]...)
+			ops = append(ops[:be.Index], ops[be.Index+1:]...)
+			if len(ops) == 0 {
+				return raced, nil
+			}
+		case isStateRace(err):
+			// Refused without naming the state: write them one at a time.
+			for _, p := range plans {
+				switch err := r.writeState(ctx, p.st, p.etag); {
+				case errors.Is(err, errStateRaced):
+					raced = append(raced, p)
+				case err != nil:
+					return raced, err
+				default:
+					r.countPlan(p) // writeState noted it
+				}
+			}
+			return raced, nil
+		default:
+			return raced, fmt.Errorf("write the sync state of %d records: %w", len(ops), err)
+		}
+		etags, err = r.h.stateC.Batch(ctx, r.task.ID, ops)
+	}
+}
