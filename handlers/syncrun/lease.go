@@ -46,6 +46,22 @@ func (e *busyError) Error() string {
 	return fmt.Sprintf("run %s of this task holds the lease", e.holder)
 }
 
+// claim marks executionID as handled by this handler until done is called; ok
+// is false when one of its goroutines already handles it (a redelivered copy).
+func (h *Handler) claim(executionID string) (done func(), ok bool) {
+	h.runningMu.Lock()
+	defer h.runningMu.Unlock()
+	if h.running[executionID] {
+		return nil, false
+	}
+	h.running[executionID] = true
+	return func() {
+		h.runningMu.Lock()
+		delete(h.running, executionID)
+		h.runningMu.Unlock()
+	}, true
+}
+
 // heldLease is a lease this handler holds; keep renews it until the run ends.
 type heldLease struct {
 	h    *Handler
@@ -76,14 +92,19 @@ func (h *Handler) acquire(ctx context.Context, task domain.SyncTask, executionID
 		if err != nil {
 			return nil, fmt.Errorf("read the task's lease: %w", err)
 		}
-		if now.Before(cur.ExpiresAt) {
+		// The caller claimed executionID (see claim), so no goroutine of this handler runs it.
+		ownStale := cur.Owner == h.owner && cur.ExecutionID == executionID
+		if now.Before(cur.ExpiresAt) && !ownStale {
 			return nil, &busyError{holder: cur.ExecutionID, same: cur.ExecutionID == executionID}
 		}
+		// Expired, or ours and left behind: this handler held it for this very run,
+		// which is not running here any more (its release failed, say while the store
+		// was down). Waiting for the expiry would stall the task for a lease TTL.
 		etag, err = h.leases.Replace(ctx, doc, curTag)
 		switch {
 		case err == nil:
 			h.log.Warn().Str("syncTaskId", task.ID).Str("expiredHolder", cur.ExecutionID).Str("executionId", executionID).
-				Msg("took over an expired sync lease (its worker stopped renewing it)")
+				Msg("took over a sync lease: expired (its worker stopped renewing it), or this worker's own for this run, left behind")
 			return &heldLease{h: h, doc: doc, etag: etag}, nil
 		case errors.Is(err, store.ErrPreconditionFailed), errors.Is(err, store.ErrNotFound):
 			continue // another contender moved first: look again

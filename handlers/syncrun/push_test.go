@@ -409,3 +409,25 @@ func TestRun_ExternalDeleteOfACastielEditIsAConflict(t *testing.T) {
 		t.Error("the record was pushed back to the API")
 	}
 }
+
+// A run whose lease this very worker left behind (its release failed, say while
+// the store was down) resumes on redelivery at once, without waiting for the
+// lease to expire; another worker's live lease still holds it back.
+func TestRun_OwnLeftBehindLeaseIsTakenBackAtOnce(t *testing.T) {
+	hs := newHarness(t, harnessConfig{})
+	hs.srv.SeedN(entity, 5)
+	hs.task("st-own", domain.DirectionPull, domain.ModeIncremental)
+	c, err := hs.db.Container("integration_sync_state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := fmt.Sprintf(`{"id":%q,"syncTaskId":"st-own","tenantId":%q,"kind":"lease","executionId":"run-1","owner":%q,"expiresAt":%q}`,
+		domain.SyncLeaseID("st-own"), tenant, syncrun.LeaseOwner(hs.h), time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano))
+	if _, err := c.Upsert(context.Background(), "st-own", domain.SyncLeaseID("st-own"), []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	mustStatus(t, hs.run("run-1", "st-own"), domain.ExecCompleted)
+	if len(hs.shardKeys()) != 5 {
+		t.Error("the run that took back its own lease did not sync")
+	}
+}
