@@ -3,6 +3,7 @@ package rabbittest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -106,6 +107,51 @@ func (n *Node) StartApp(t testing.TB) {
 	}
 }
 
+// Restart stops the whole node (the Erlang VM exits, as when a broker's host or
+// container restarts), keeps it down for at least down, and boots it again on
+// the same ports and data directory: durable queues and persistent messages
+// survive, every client connection is lost.
+func (n *Node) Restart(t testing.TB, down time.Duration) {
+	t.Helper()
+	began := time.Now()
+	if out, err := n.ctl("stop", n.pidFile()); err != nil {
+		t.Fatalf("rabbittest: stop node %s: %v\n%s", n.Name, err, out)
+	}
+	if rest := down - time.Since(began); rest > 0 {
+		time.Sleep(rest)
+	}
+	if out, err := n.run(ctlTimeout, "rabbitmq-server", "-detached"); err != nil {
+		t.Fatalf("rabbittest: start node %s again: %v\n%s", n.Name, err, out)
+	}
+	if err := n.awaitReady(nodeBootTimeout); err != nil {
+		t.Fatalf("rabbittest: node %s did not come back within %s: %v\nlog tail:\n%s", n.Name, nodeBootTimeout, err, n.logTail())
+	}
+}
+
+// QueueStats is one queue as the broker reports it.
+type QueueStats struct {
+	Name      string `json:"name"`
+	Ready     int    `json:"messages_ready"`
+	Unacked   int    `json:"messages_unacknowledged"`
+	Consumers int    `json:"consumers"`
+}
+
+// Queues lists every queue of the node with its ready and unacknowledged
+// messages (QueueDepth sees only the ready ones) and its consumers.
+func (n *Node) Queues() ([]QueueStats, error) {
+	out, err := n.ctl("list_queues", "-q", "--formatter", "json", "name", "messages_ready", "messages_unacknowledged", "consumers")
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmqctl list_queues on %s: %w: %s", n.Name, err, bytes.TrimSpace(out))
+	}
+	var qs []QueueStats
+	if err := json.Unmarshal(out, &qs); err != nil {
+		return nil, fmt.Errorf("rabbitmqctl list_queues on %s: %w: %s", n.Name, err, bytes.TrimSpace(out))
+	}
+	return qs, nil
+}
+
+func (n *Node) pidFile() string { return filepath.Join(n.dir, n.Name+".pid") }
+
 // awaitReady waits until the node is registered, booted and serving AMQP. Right after
 // `rabbitmq-server -detached` the node is not yet known to epmd and await_startup fails
 // at once, hence the loop.
@@ -135,7 +181,7 @@ func (n *Node) stop(t testing.TB) {
 	}
 	t.Logf("rabbittest: rabbitmqctl stop %s: %v\n%s", n.Name, err, out)
 	// Fall back to the pid the node wrote itself: only ever this test's own node.
-	raw, err := os.ReadFile(filepath.Join(n.dir, n.Name+".pid"))
+	raw, err := os.ReadFile(n.pidFile())
 	if err != nil {
 		return
 	}

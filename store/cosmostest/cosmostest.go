@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,6 +60,8 @@ type Emulator struct {
 	Real bool
 	// Insecure: the endpoint's certificate is self-signed (an emulator).
 	Insecure bool
+
+	proc *cosmium // nil for a real account
 }
 
 // Start returns the endpoint the tests use: the account in
@@ -166,40 +169,142 @@ func goOutput(args ...string) (string, error) {
 }
 
 // startCosmium runs bin on a free port with TLS and waits until it answers.
+// The emulator saves its state to a file of the test's when it is stopped
+// gracefully, so Stop and Restart keep every database and document.
 func startCosmium(tb testing.TB, bin string) (*Emulator, error) {
 	tb.Helper()
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	out := &tailBuffer{max: 8 << 10}
-	cmd := exec.Command(bin, "-Port", strconv.Itoa(port), "-AccountKey", WellKnownKey, "-LogLevel", "error")
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	c := &cosmium{
+		bin:      bin,
+		port:     port,
+		persist:  filepath.Join(tb.TempDir(), "cosmium-state.json"),
+		endpoint: fmt.Sprintf("https://localhost:%d/", port),
+		out:      &tailBuffer{max: 8 << 10},
+	}
+	if err := c.launch(); err != nil {
 		return nil, err
+	}
+	tb.Cleanup(func() {
+		c.kill()
+		if tb.Failed() && c.out.Len() > 0 {
+			tb.Logf("cosmium output (last %d bytes):\n%s", c.out.Len(), c.out.String())
+		}
+	})
+	return &Emulator{Endpoint: c.endpoint, Key: WellKnownKey, Insecure: true, proc: c}, nil
+}
+
+// cosmium is the emulator process behind an Emulator. After Stop the
+// process is gone and the port refuses connections; Restart runs a new one
+// on the same port, which loads the state the old one saved on exit.
+type cosmium struct {
+	bin      string
+	port     int
+	persist  string
+	endpoint string
+	out      *tailBuffer
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd     // nil while stopped
+	exited chan struct{} // closed when cmd has exited
+}
+
+// stopTimeout bounds a graceful stop: cosmium writes its whole state as JSON on exit.
+const stopTimeout = 60 * time.Second
+
+func (c *cosmium) launch() error {
+	cmd := exec.Command(c.bin, "-Port", strconv.Itoa(c.port), "-AccountKey", WellKnownKey, "-LogLevel", "error", "-Persist", c.persist)
+	cmd.Stdout, cmd.Stderr = c.out, c.out
+	if err := cmd.Start(); err != nil {
+		return err
 	}
 	exited := make(chan struct{})
 	go func() {
 		_ = cmd.Wait() // reaps the process; the error is only "killed"
 		close(exited)
 	}()
-	stop := func() {
-		_ = cmd.Process.Kill()
-		<-exited
+	c.mu.Lock()
+	c.cmd, c.exited = cmd, exited
+	c.mu.Unlock()
+	if err := waitReady(c.endpoint, exited); err != nil {
+		c.kill()
+		return fmt.Errorf("%w; emulator output: %s", err, strings.TrimSpace(c.out.String()))
 	}
+	return nil
+}
 
-	e := &Emulator{Endpoint: fmt.Sprintf("https://localhost:%d/", port), Key: WellKnownKey, Insecure: true}
-	if err := waitReady(e.Endpoint, exited); err != nil {
-		stop()
-		return nil, fmt.Errorf("%w; emulator output: %s", err, strings.TrimSpace(out.String()))
+// kill ends the process at once (no state saved); a no-op while stopped.
+func (c *cosmium) kill() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil {
+		return
 	}
-	tb.Cleanup(func() {
-		stop()
-		if tb.Failed() && out.Len() > 0 {
-			tb.Logf("cosmium output (last %d bytes):\n%s", out.Len(), out.String())
+	_ = c.cmd.Process.Kill()
+	<-c.exited
+	c.cmd = nil
+}
+
+// terminate asks the process to save its state and exit, and waits for it.
+func (c *cosmium) terminate() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil {
+		return errors.New("the emulator is not running")
+	}
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("send SIGTERM: %w", err)
+	}
+	select {
+	case <-c.exited:
+		c.cmd = nil
+		if _, err := os.Stat(c.persist); err != nil {
+			return fmt.Errorf("the emulator exited without saving its state: %w", err)
 		}
-	})
-	return e, nil
+		return nil
+	case <-time.After(stopTimeout):
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+		c.cmd = nil
+		return fmt.Errorf("the emulator did not exit within %v of SIGTERM (killed: its state is lost)", stopTimeout)
+	}
+}
+
+// Stoppable reports whether Stop and Restart can be used: the endpoint is a
+// cosmium process of this test, not a real account.
+func (e *Emulator) Stoppable() bool { return e.proc != nil }
+
+// Stop takes the emulator down, as an outage of Cosmos DB would: the process
+// saves its state and exits, and until Restart every connection to the
+// endpoint is refused. Only for an emulator started by Start (see Stoppable).
+func (e *Emulator) Stop(tb testing.TB) {
+	tb.Helper()
+	if e.proc == nil {
+		tb.Fatalf("cosmostest: %s is a real account; only an emulator started by the test can be stopped", e.Endpoint)
+	}
+	if err := e.proc.terminate(); err != nil {
+		tb.Fatalf("cosmostest: stop the emulator on %s: %v\noutput: %s", e.Endpoint, err, e.proc.out.String())
+	}
+}
+
+// Restart brings a stopped emulator back on the same endpoint with the state
+// it had when stopped, and waits until it answers.
+func (e *Emulator) Restart(tb testing.TB) {
+	tb.Helper()
+	if e.proc == nil {
+		tb.Fatalf("cosmostest: %s is a real account; only an emulator started by the test can be restarted", e.Endpoint)
+	}
+	e.proc.mu.Lock()
+	running := e.proc.cmd != nil
+	e.proc.mu.Unlock()
+	if running {
+		tb.Fatalf("cosmostest: Restart of the emulator on %s, which is running", e.Endpoint)
+	}
+	if err := e.proc.launch(); err != nil {
+		tb.Fatalf("cosmostest: restart the emulator on %s (another process may have taken its port): %v", e.Endpoint, err)
+	}
 }
 
 func freePort() (int, error) {
