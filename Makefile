@@ -17,7 +17,7 @@ FUZZ_TARGETS := \
 	./store/embedded:FuzzDecodeToken \
 	./store/cosmos:FuzzDecodeToken
 
-.PHONY: build run test lint bench fuzz clean
+.PHONY: build run test lint bench fuzz chaos clean
 
 ## build: every binary of cmd/ into ./bin
 build:
@@ -36,13 +36,16 @@ test:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags bench ./app
 
-## bench: store point reads/writes on both backends; API events/s, 100k-record sync pull/push and end-to-end webhook deliveries, each beside its raw baseline (writes bench/results.json)
+## bench: store point reads/writes on both backends; API events/s, 100k-record sync pull/push and end-to-end webhook deliveries, each beside its raw baseline; start-up time and memory of every binary (writes bench/results.json); dispatcher throughput at 1, 2, 4, 8 replicas
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./store/embedded ./store/cosmos
 	$(GO) test -run '^$$' -bench BenchmarkAPIEvents -benchtime 5s ./app
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./connector ./handlers/syncrun
-	$(GO) test -tags bench -count=1 -run TestBench_Dispatcher -v -timeout 20m ./app | grep -E '^(\||[0-9]{4}-)'
+	$(GO) test -tags bench -count=1 -run 'TestBench_(Dispatcher|Binaries)' -v -timeout 20m ./app | grep -E '^(\||[0-9]{4}-)'
+	@out=$$(IM_SCALING_REPLICAS=1,2,4,8 $(GO) test -count=1 -run '^TestScaling_' -v ./app 2>&1) || { echo "$$out"; exit 1; }; \
+		echo "$$out" | sed -n -E 's/^ +((\||webhook-dispatcher replicas).*)$$/\1/p'
 
 ## fuzz: every fuzz test for FUZZTIME each (default 10s), one after another; seeds live in each package's testdata/fuzz
 fuzz:
@@ -51,6 +54,11 @@ fuzz:
 		echo "== $$name ($$pkg, $(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$pkg; \
 	done
+
+## chaos: the fault-injection suite at full length (SIGKILLed dispatchers, RabbitMQ restart, 30 s Cosmos outage, failing receivers), CHAOS_COUNT times in a row (default 3); make test runs a short version
+CHAOS_COUNT ?= 3
+chaos:
+	CHAOS_MODE=full $(GO) test -race -count=$(CHAOS_COUNT) -failfast -run '^TestChaos_' -v -timeout 60m ./app
 
 clean:
 	rm -rf $(BIN)
