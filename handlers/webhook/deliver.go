@@ -183,7 +183,7 @@ func (d *Dispatcher) record(ctx context.Context, msg *message.Message, cmd domai
 		}
 		return fmt.Errorf("record attempt %d of delivery %s: %w", rec.Attempt, rec.DeliveryID, err)
 	}
-	d.metrics.attempts.WithLabelValues(string(rec.Status), rec.ErrorClass).Inc()
+	d.metrics.attempts.WithLabelValues(string(rec.Status), rec.ErrorClass, statusClass(rec.ResponseStatus)).Inc()
 	ev := d.log.Debug()
 	if rec.Status == domain.ExecExhausted {
 		ev = d.log.Info()

@@ -138,6 +138,9 @@ func TestDelivery_RetriesOnTheScheduleThenExhausts(t *testing.T) {
 	if n := h.metric("webhook_delivery_retries_scheduled_total", ""); n != 2 {
 		t.Errorf("webhook_delivery_retries_scheduled_total = %v, want 2", n)
 	}
+	if n := h.metric("webhook_delivery_attempts_total", "5xx"); n != 3 {
+		t.Errorf("webhook_delivery_attempts_total{status_class=5xx} = %v, want 3", n)
+	}
 	ex := h.events.ofType(domain.TypeWebhookExhausted)[0].(domain.WebhookExhausted)
 	if ex.Attempts != 3 || ex.LastResponseStatus != 500 || ex.DeliveryID != dlv {
 		t.Errorf("exhausted event %+v", ex)

@@ -23,8 +23,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "webhook_delivery_attempts_total",
-			Help: "Recorded delivery attempts by resulting status and error class.",
-		}, []string{"status", "error_class"}),
+			Help: "Recorded delivery attempts by resulting status, error class and the endpoint's HTTP status class (2xx..5xx, none).",
+		}, []string{"status", "error_class", "status_class"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "webhook_delivery_attempt_duration_seconds",
 			Help:    "Duration of delivery attempts, request sent to response read.",
@@ -81,4 +81,15 @@ func circuitLabel(s gobreaker.State) string {
 		return "half_open"
 	}
 	return "open"
+}
+
+// statusClass buckets an endpoint's HTTP answer for metrics; "none" when there was
+// no answer (connection error, timeout, blocked, not attempted).
+func statusClass(code int) string {
+	switch {
+	case code >= 100 && code < 600:
+		return string(rune('0'+code/100)) + "xx"
+	default:
+		return "none"
+	}
 }
