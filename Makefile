@@ -28,9 +28,10 @@ build:
 run:
 	$(GO) run ./cmd/standalone $(ARGS)
 
-## test: every test, race detector on (CI=true turns a missing RabbitMQ or emulator into a failure)
+## test: every test, race detector on (CI=true turns a missing RabbitMQ or emulator into a failure); then the benchmark harness's short mode, writing its figures to a temporary file
 test:
 	$(GO) test -race -count=1 -timeout 14m $(TESTFLAGS) ./...
+	BENCH_RESULTS=$$(mktemp) $(GO) test -tags bench -short -count=1 -run 'TestBench_' -timeout 5m ./app
 
 ## lint: gofmt check and go vet
 lint:
@@ -38,12 +39,23 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags bench ./app
 
-## bench: store point reads/writes on both backends; API events/s, 100k-record sync pull/push and end-to-end webhook deliveries, each beside its raw baseline; start-up time and memory of every binary (writes bench/results.json); dispatcher throughput at 1, 2, 4, 8 replicas
+## bench: one table (bench/results.json) of API events/s, end-to-end webhook deliveries (standalone and fleet) with latency and slow-endpoint isolation, 100k-record sync pull/push, conflicts resolved/s, start-up time and memory of every binary, each beside its raw baseline measured in the same run; then store point reads/writes and dispatcher throughput at 1, 2, 4, 8 replicas. SHORT=1: a quick pass (what make test runs)
+ifdef SHORT
+BENCH_SHORT := -short
+BENCH_N     := 200x
+BENCH_API   := 1s
+else
+BENCH_SHORT :=
+BENCH_N     := 2000x
+BENCH_API   := 5s
+endif
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./store/embedded ./store/cosmos
-	$(GO) test -run '^$$' -bench BenchmarkAPIEvents -benchtime 5s ./app
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./connector ./handlers/syncrun
-	$(GO) test -tags bench -count=1 -run 'TestBench_(Dispatcher|Binaries)' -v -timeout 20m ./app | grep -E '^(\||[0-9]{4}-)'
+	$(GO) test -run '^$$' -bench BenchmarkAPIEvents -benchtime $(BENCH_API) ./app
+	$(GO) test -run '^$$' -bench . -benchtime 1x $(BENCH_SHORT) ./connector ./handlers/syncrun
+	$(GO) test -run '^$$' -bench BenchmarkResolver -benchtime $(BENCH_N) ./handlers/conflicts
+	$(GO) test -tags bench -count=1 -run 'TestBench_(Dispatcher|Binaries)' -timeout 20m $(BENCH_SHORT) ./app
+	@$(GO) test -tags bench -count=1 -run TestBench_Table -v ./app | grep -E '^(\||[0-9]{4}-)'
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCH_N) ./store/embedded ./store/cosmos
 	@out=$$(IM_SCALING_REPLICAS=1,2,4,8 $(GO) test -count=1 -run '^TestScaling_' -v ./app 2>&1) || { echo "$$out"; exit 1; }; \
 		echo "$$out" | sed -n -E 's/^ +((\||webhook-dispatcher replicas).*)$$/\1/p'
 

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/castiel/integration-manager/app"
+	"github.com/castiel/integration-manager/bench"
 	"github.com/castiel/integration-manager/messaging"
 	"github.com/castiel/integration-manager/messaging/rabbittest"
 )
@@ -32,6 +33,7 @@ const eventBody = `{"type":"contact.updated","data":{"id":"c-1042","email":"ada@
 // POST loop measured in the same run, with the same concurrency.
 // Read events/s of each against the raw ones: that ratio is the API's overhead.
 func BenchmarkAPIEvents(b *testing.B) {
+	rates := map[string]float64{}
 	b.Run("raw-http-loop", func(b *testing.B) {
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.Copy(io.Discard, r.Body)
@@ -39,25 +41,41 @@ func BenchmarkAPIEvents(b *testing.B) {
 			_, _ = w.Write([]byte(`{"id":"evt_x"}`))
 		})}
 		addr := serveOnFreePort(b, srv)
-		postLoop(b, "http://"+addr+"/", "")
+		rates["raw-http-loop"] = postLoop(b, "http://"+addr+"/", "")
 	})
 	b.Run("raw-watermill-amqp-confirmed", func(b *testing.B) {
-		rawAMQPLoop(b)
+		rates["raw-watermill-amqp-confirmed"] = rawAMQPLoop(b)
 	})
 	b.Run("api-standalone", func(b *testing.B) {
 		// The in-process broker's consumer is the dispatcher in the same process
 		// (the tenant has no webhooks: each event is fanned out to nothing).
 		s := start(b, environ(b), app.PartAPI, app.PartDispatcher)
-		postLoop(b, s.baseURL+"/api/v1/events", s.key)
+		rates["api-standalone"] = postLoop(b, s.baseURL+"/api/v1/events", s.key)
 	})
 	b.Run("api-rabbitmq-confirmed", func(b *testing.B) {
 		s := start(b, environ(b, onRabbitMQ(b)...), app.PartAPI)
 		drain(b, s, app.RoleWebhookDispatcher, messaging.TopicCmdEventPublish)
-		postLoop(b, s.baseURL+"/api/v1/events", s.key)
+		rates["api-rabbitmq-confirmed"] = postLoop(b, s.baseURL+"/api/v1/events", s.key)
 	})
+	ratio := func(of, base string) float64 {
+		if rates[base] == 0 {
+			return 0
+		}
+		return rates[of] / rates[base]
+	}
+	err := bench.Record("api",
+		bench.Row{Case: "raw loopback HTTP POST loop (same concurrency)", Value: rates["raw-http-loop"], Unit: "requests/s"},
+		bench.Row{Case: "raw watermill-amqp publish with confirms", Value: rates["raw-watermill-amqp-confirmed"], Unit: "messages/s"},
+		bench.Row{Case: "POST /api/v1/events accepted, standalone", Value: rates["api-standalone"], Unit: "events/s",
+			Baseline: "raw HTTP loop", Ratio: ratio("api-standalone", "raw-http-loop")},
+		bench.Row{Case: "POST /api/v1/events accepted, RabbitMQ with confirms", Value: rates["api-rabbitmq-confirmed"], Unit: "events/s",
+			Baseline: "raw watermill-amqp publish", Ratio: ratio("api-rabbitmq-confirmed", "raw-watermill-amqp-confirmed")})
+	if err != nil {
+		b.Fatal(err)
+	}
 }
 
-func postLoop(b *testing.B, url, key string) {
+func postLoop(b *testing.B, url, key string) float64 {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	var failed atomic.Int64
 	var firstFailure atomic.Value
@@ -85,10 +103,12 @@ func postLoop(b *testing.B, url, key string) {
 			}
 		}
 	})
-	b.ReportMetric(float64(b.N)/time.Since(begin).Seconds(), "events/s")
+	rate := float64(b.N) / time.Since(begin).Seconds()
+	b.ReportMetric(rate, "events/s")
 	if n := failed.Load(); n > 0 {
 		b.Fatalf("%d of %d requests were not accepted; first: %v", n, b.N, firstFailure.Load())
 	}
+	return rate
 }
 
 // drain consumes and acks the role's RabbitMQ queue for the whole benchmark,
@@ -116,7 +136,7 @@ func drain(b *testing.B, s *started, role, topic string) {
 // rawAMQPLoop is the plain-client baseline: watermill-amqp's own publisher with
 // confirms and a channel pool on a durable queue, 512 B messages, drained by
 // its own subscriber.
-func rawAMQPLoop(b *testing.B) {
+func rawAMQPLoop(b *testing.B) float64 {
 	url := rabbittest.URL(b)
 	queue := rabbittest.Track(b, url).Queue("im-bench-raw-" + rabbittest.Suffix())
 	cfg := wamqp.NewDurableQueueConfig(url)
@@ -155,7 +175,9 @@ func rawAMQPLoop(b *testing.B) {
 			}
 		}
 	})
-	b.ReportMetric(float64(b.N)/time.Since(begin).Seconds(), "events/s")
+	rate := float64(b.N) / time.Since(begin).Seconds()
+	b.ReportMetric(rate, "events/s")
+	return rate
 }
 
 func serveOnFreePort(b *testing.B, srv *http.Server) string {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/castiel/integration-manager/bench"
 	"github.com/castiel/integration-manager/config"
 )
 
@@ -34,26 +35,27 @@ func TestBench_Binaries(t *testing.T) {
 	for _, name := range []string{"api", "webhook-dispatcher", "sync-worker", "conflict-resolver", "scheduler"} {
 		p := launchBinary(t, filepath.Join(dir, name), fleetEnv, name)
 		procs[name] = p
-		rows = append(rows, benchRow{Case: "start-up to ready, " + name + " (fleet)", Rate: ms(p.startup), Unit: "ms", Note: "exec to /readyz 200 (broker and store connected, queues declared)"})
+		rows = append(rows, benchRow{Case: "start-up to ready, " + name + " (fleet)", Value: ms(p.startup), Unit: "ms", Note: "exec to /readyz 200 (broker and store connected, queues declared)"})
 	}
 	time.Sleep(2 * time.Second)
 	for _, name := range []string{"api", "webhook-dispatcher", "sync-worker", "conflict-resolver", "scheduler"} {
-		rows = append(rows, benchRow{Case: "RSS idle, " + name + " (fleet)", Rate: procs[name].rssMB(), Unit: "MB"})
+		rows = append(rows, benchRow{Case: "RSS idle, " + name + " (fleet)", Value: procs[name].rssMB(), Unit: "MB"})
 	}
 	peakAPI, peakDispatcher, rate, anon := rssUnderLoad(t, procs["api"], procs["webhook-dispatcher"])
 	rows = append(rows,
-		benchRow{Case: "RSS under load, api (fleet)", Rate: peakAPI, Unit: "MB", Note: fmt.Sprintf("peak while %0.f events/s were accepted and delivered; own memory %.0f MB", rate, anon[0])},
-		benchRow{Case: "RSS under load, webhook-dispatcher (fleet)", Rate: peakDispatcher, Unit: "MB", Note: fmt.Sprintf("peak while delivering %0.f/s; own memory %.0f MB", rate, anon[1])})
+		benchRow{Case: "RSS under load, api (fleet)", Value: peakAPI, Unit: "MB", Note: fmt.Sprintf("peak while %0.f events/s were accepted and delivered; own memory %.0f MB", rate, anon[0])},
+		benchRow{Case: "RSS under load, webhook-dispatcher (fleet)", Value: peakDispatcher, Unit: "MB", Note: fmt.Sprintf("peak while delivering %0.f/s; own memory %.0f MB", rate, anon[1])})
 
 	standalone := launchBinary(t, filepath.Join(dir, "standalone"), environ(t, "IM_LOG_LEVEL=error"), "standalone")
-	rows = append(rows, benchRow{Case: "start-up to ready, standalone", Rate: ms(standalone.startup), Unit: "ms", Note: "exec to /readyz 200"})
+	rows = append(rows, benchRow{Case: "start-up to ready, standalone", Value: ms(standalone.startup), Unit: "ms", Note: "exec to /readyz 200"})
 	time.Sleep(2 * time.Second)
-	rows = append(rows, benchRow{Case: "RSS idle, standalone", Rate: standalone.rssMB(), Unit: "MB"})
+	rows = append(rows, benchRow{Case: "RSS idle, standalone", Value: standalone.rssMB(), Unit: "MB"})
 	peak, _, rate, anon := rssUnderLoad(t, standalone, nil)
-	rows = append(rows, benchRow{Case: "RSS under load, standalone", Rate: peak, Unit: "MB", Note: fmt.Sprintf("peak while %0.f events/s were accepted and delivered; own memory %.0f MB, the rest pages of the embedded store's mapped file", rate, anon[0])})
+	rows = append(rows, benchRow{Case: "RSS under load, standalone", Value: peak, Unit: "MB", Note: fmt.Sprintf("peak while %0.f events/s were accepted and delivered; own memory %.0f MB, the rest pages of the embedded store's mapped file", rate, anon[0])})
 
-	printTable(t, rows)
-	writeResults(t, "binaries", rows)
+	if err := bench.Record("binaries", rows...); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // binaryProcess is one product binary started by the harness.
@@ -175,4 +177,12 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// TestBench_Table prints every section of bench/results.json as one table: what
+// `make bench` ends with, and what the README shows.
+func TestBench_Table(t *testing.T) {
+	if err := bench.Table(os.Stdout, "api", "dispatcher", "sync", "conflicts", "binaries"); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -3,12 +3,10 @@
 package app_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -18,19 +16,11 @@ import (
 	"time"
 
 	"github.com/castiel/integration-manager/app"
+	"github.com/castiel/integration-manager/bench"
 )
 
-// benchRow is one line of the dispatcher benchmark table.
-type benchRow struct {
-	Case     string  `json:"case"`
-	Rate     float64 `json:"value"`
-	Unit     string  `json:"unit"` // "/s" when empty
-	P50ms    float64 `json:"p50ms,omitempty"`
-	P99ms    float64 `json:"p99ms,omitempty"`
-	Baseline string  `json:"baseline,omitempty"`
-	Ratio    float64 `json:"ratio,omitempty"`
-	Note     string  `json:"note,omitempty"`
-}
+// benchRow is one line of the benchmark table (see package bench).
+type benchRow = bench.Row
 
 // TestBench_Dispatcher measures end-to-end webhook delivery (event accepted by
 // the API → receiver got it) in standalone and on RabbitMQ, beside a raw
@@ -39,16 +29,20 @@ type benchRow struct {
 // Run it with `make bench`.
 func TestBench_Dispatcher(t *testing.T) {
 	events := envInt("IM_BENCH_EVENTS", 5000)
+	isolationFor := 10 * time.Second
+	if testing.Short() {
+		events, isolationFor = 500, 2*time.Second
+	}
 	var rows []benchRow
 
 	cores := runtime.NumCPU()
 	cpu := startCPU()
 	rawRabbit := rawRabbitLoop(t, 4*events)
-	rows = append(rows, benchRow{Case: "raw RabbitMQ publish (confirms) → consume → ack", Rate: rawRabbit, Note: cpu.note(cores, 4*events)})
+	rows = append(rows, benchRow{Case: "raw RabbitMQ publish (confirms) → consume → ack", Value: rawRabbit, Note: cpu.note(cores, 4*events)})
 	plain := newReceiver(t, 0)
 	cpu = startCPU()
 	rawHTTP := rawHTTPLoop(t, plain.url(), 4*events)
-	rows = append(rows, benchRow{Case: "raw HTTP POST loop to a local receiver (16 in flight)", Rate: rawHTTP, Note: cpu.note(cores, 4*events)})
+	rows = append(rows, benchRow{Case: "raw HTTP POST loop to a local receiver (16 in flight)", Value: rawHTTP, Note: cpu.note(cores, 4*events)})
 
 	for _, mode := range []struct {
 		name string
@@ -71,16 +65,17 @@ func TestBench_Dispatcher(t *testing.T) {
 
 		cpu := startCPU()
 		rate, p50, p99 := deliverClosedLoop(t, s, rcv, events)
-		rows = append(rows, benchRow{Case: "deliveries end to end, " + mode.name, Rate: rate, P50ms: ms(p50), P99ms: ms(p99),
+		rows = append(rows, benchRow{Case: "deliveries end to end, " + mode.name, Value: rate, P50ms: ms(p50), P99ms: ms(p99),
 			Baseline: "raw RabbitMQ loop", Ratio: rate / rawRabbit,
 			Note: fmt.Sprintf("%d clients posting as fast as accepted; %s", benchClients(), cpu.note(cores, events))})
 		half := rate / 2
 		hp50, hp99 := deliverOpenLoop(t, s, rcv, half, 5*time.Second)
 		rows = append(rows, benchRow{Case: fmt.Sprintf("latency at half the peak (%.0f events/s), %s", half, mode.name),
-			Rate: half, P50ms: ms(hp50), P99ms: ms(hp99), Note: "goal: p99 < 100 ms"})
+			Value: half, P50ms: ms(hp50), P99ms: ms(hp99), Note: "goal: p99 < 100 ms"})
 	}
 
 	// Isolation: 20 healthy endpoints, with and without one that answers after 10 s.
+	var quietP99 float64
 	for _, slow := range []bool{false, true} {
 		if os.Getenv("IM_BENCH_ISOLATION") == "0" {
 			break
@@ -95,10 +90,10 @@ func TestBench_Dispatcher(t *testing.T) {
 			subscribe(t, s, newReceiver(t, 10*time.Second).url())
 		}
 		const rate = 50 // events/s, each to every endpoint: 1,000 healthy deliveries/s
-		postAtRate(t, s, rate, 10*time.Second)
+		postAtRate(t, s, rate, isolationFor)
 		waitFor(t, 30*time.Second, func() bool {
 			for _, r := range healthy {
-				if r.count.Load() < rate*10 {
+				if r.count.Load() < int64(rate*isolationFor.Seconds()) {
 					return false
 				}
 			}
@@ -110,16 +105,22 @@ func TestBench_Dispatcher(t *testing.T) {
 			all = append(all, r.latencies...)
 			r.mu.Unlock()
 		}
-		name := "20 healthy endpoints, 50 events/s fanned out to each"
+		p99 := ms(percentile(all, 99))
+		row := benchRow{Case: "20 healthy endpoints, 50 events/s fanned out to each", Value: float64(rate * 20), Unit: "deliveries/s",
+			P50ms: ms(percentile(all, 50)), P99ms: p99, Note: "healthy deliveries' latency"}
 		if slow {
-			name += ", beside 1 endpoint answering after 10 s"
+			row.Case += ", beside 1 endpoint answering after 10 s"
+			row.Baseline, row.Ratio = "p99 without the slow one", p99/quietP99
+			row.Note = "healthy deliveries' p99 against the run without the slow endpoint; goal: at most 2"
+		} else {
+			quietP99 = p99
 		}
-		rows = append(rows, benchRow{Case: name, Rate: float64(rate * 20), P50ms: ms(percentile(all, 50)), P99ms: ms(percentile(all, 99)),
-			Note: "healthy deliveries' latency; goal: with the slow one within 2x of without"})
+		rows = append(rows, row)
 	}
 
-	printTable(t, rows)
-	writeResults(t, "dispatcher", rows)
+	if err := bench.Record("dispatcher", rows...); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // deliverClosedLoop posts n events from 16 clients and waits until the receiver
@@ -211,58 +212,6 @@ func envInt(name string, def int) int {
 	return def
 }
 
-func printTable(t *testing.T, rows []benchRow) {
-	var b strings.Builder
-	fmt.Fprintf(&b, "\n%s, %d cores (GOMAXPROCS %d), %s\n\n", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOMAXPROCS(0), memTotal())
-	b.WriteString("| case | figure | p50 ms | p99 ms | vs baseline | note |\n| --- | ---: | ---: | ---: | --- | --- |\n")
-	for i, r := range rows {
-		if r.Unit == "" {
-			r.Unit = "/s"
-			rows[i].Unit = r.Unit
-		}
-		ratio := ""
-		if r.Ratio > 0 {
-			ratio = fmt.Sprintf("%.2f of %s", r.Ratio, r.Baseline)
-		}
-		fmt.Fprintf(&b, "| %s | %.0f %s | %s | %s | %s | %s |\n", r.Case, r.Rate, r.Unit, opt(r.P50ms), opt(r.P99ms), ratio, r.Note)
-	}
-	fmt.Print(b.String())
-}
 
-func opt(v float64) string {
-	if v == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%.1f", v)
-}
 
-func memTotal() string {
-	raw, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return "memory unknown"
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
-			kb, _ := strconv.Atoi(f[1])
-			return fmt.Sprintf("%.0f GiB memory", float64(kb)/(1<<20))
-		}
-	}
-	return "memory unknown"
-}
 
-// writeResults merges this harness's rows into bench/results.json.
-func writeResults(t *testing.T, name string, rows []benchRow) {
-	path := filepath.Join("..", "bench", "results.json")
-	all := map[string]any{}
-	if raw, err := os.ReadFile(path); err == nil {
-		_ = json.Unmarshal(raw, &all)
-	}
-	all[name] = map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "cores": runtime.NumCPU(), "rows": rows}
-	out, _ := json.MarshalIndent(all, "", "  ")
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, append(out, '\n'), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
