@@ -50,6 +50,7 @@ BENCH_N     := 2000x
 BENCH_API   := 5s
 endif
 bench:
+	rm -f bench/results.json
 	$(GO) test -run '^$$' -bench BenchmarkAPIEvents -benchtime $(BENCH_API) ./app
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(BENCH_SHORT) ./connector ./handlers/syncrun
 	$(GO) test -run '^$$' -bench BenchmarkResolver -benchtime $(BENCH_N) ./handlers/conflicts
