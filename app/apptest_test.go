@@ -18,6 +18,7 @@ import (
 	"github.com/castiel/integration-manager/logging"
 	"github.com/castiel/integration-manager/messaging"
 	"github.com/castiel/integration-manager/messaging/rabbittest"
+	"github.com/castiel/integration-manager/store"
 	"github.com/castiel/integration-manager/store/cosmostest"
 )
 
@@ -167,5 +168,54 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() boo
 			t.Fatalf("%s did not happen within %s", what, within)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// storedAll reads every document of container that q selects, all pages.
+func storedAll[T store.Keyed](t testing.TB, backend store.Backend, container string, q store.Query) []T {
+	t.Helper()
+	c, err := backend.Container(container)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := store.NewRepository[T](c)
+	q.Limit = store.MaxPageSize
+	var out []T
+	for {
+		page, next, err := repo.List(context.Background(), q)
+		if err != nil {
+			t.Fatalf("list %s: %v", container, err)
+		}
+		out = append(out, page...)
+		if next == "" {
+			return out
+		}
+		q.Continuation = next
+	}
+}
+
+// listedAll reads every page of an API list (path already holding its query,
+// e.g. "/api/v1/conflicts?limit=500").
+func listedAll[T any](t testing.TB, s *started, path string) []T {
+	t.Helper()
+	var all []T
+	cursor := ""
+	for {
+		var page struct {
+			Items      []T
+			NextCursor string
+		}
+		p := path
+		if cursor != "" {
+			p += "&cursor=" + cursor
+		}
+		if code := s.do(t, "GET", p, "", &page); code != http.StatusOK {
+			t.Fatalf("GET %s: %d", p, code)
+		}
+		all = append(all, page.Items...)
+		if page.NextCursor == "" {
+			return all
+		}
+		cursor = page.NextCursor
 	}
 }

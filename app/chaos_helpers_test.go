@@ -592,25 +592,10 @@ func (c *chaosInfra) inject(b badCommand) error {
 // the store, by delivery id, in attempt order.
 func deliveryRecords(t *testing.T, backend store.Backend) map[string][]domain.DeliveryAttempt {
 	t.Helper()
-	c, err := backend.Container(domain.ContainerExecutions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo := store.NewRepository[domain.DeliveryAttempt](c)
 	out := map[string][]domain.DeliveryAttempt{}
-	q := store.Query{PartitionKey: devTenant, Filters: []store.Filter{{Field: "kind", Value: string(domain.ExecutionWebhookDelivery)}}, Limit: store.MaxPageSize}
-	for {
-		page, next, err := repo.List(context.Background(), q)
-		if err != nil {
-			t.Fatalf("list the delivery records: %v", err)
-		}
-		for _, r := range page {
-			out[r.DeliveryID] = append(out[r.DeliveryID], r)
-		}
-		if next == "" {
-			break
-		}
-		q.Continuation = next
+	for _, r := range storedAll[domain.DeliveryAttempt](t, backend, domain.ContainerExecutions,
+		store.Query{PartitionKey: devTenant, Filters: []store.Filter{{Field: "kind", Value: string(domain.ExecutionWebhookDelivery)}}}) {
+		out[r.DeliveryID] = append(out[r.DeliveryID], r)
 	}
 	for _, recs := range out {
 		sort.Slice(recs, func(i, j int) bool { return recs[i].Attempt < recs[j].Attempt })
@@ -830,49 +815,14 @@ func (d *syncDriver) get(path string, out any) error {
 // syncRuns lists every run execution of the task from the store.
 func syncRuns(t *testing.T, backend store.Backend, taskID string) []domain.Execution {
 	t.Helper()
-	c, err := backend.Container(domain.ContainerExecutions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo := store.NewRepository[domain.Execution](c)
-	q := store.Query{PartitionKey: devTenant, Filters: []store.Filter{{Field: "syncTaskId", Value: taskID}}, Limit: store.MaxPageSize}
-	var out []domain.Execution
-	for {
-		page, next, err := repo.List(context.Background(), q)
-		if err != nil {
-			t.Fatalf("list the sync runs: %v", err)
-		}
-		out = append(out, page...)
-		if next == "" {
-			return out
-		}
-		q.Continuation = next
-	}
+	return storedAll[domain.Execution](t, backend, domain.ContainerExecutions,
+		store.Query{PartitionKey: devTenant, Filters: []store.Filter{{Field: "syncTaskId", Value: taskID}}})
 }
 
 // allConflicts lists every conflict of the tenant through the API.
 func allConflicts(t *testing.T, s *started) []domain.Conflict {
 	t.Helper()
-	var all []domain.Conflict
-	cursor := ""
-	for {
-		var page struct {
-			Items      []domain.Conflict
-			NextCursor string
-		}
-		path := "/api/v1/conflicts?limit=500"
-		if cursor != "" {
-			path += "&cursor=" + cursor
-		}
-		if code := s.do(t, "GET", path, "", &page); code != http.StatusOK {
-			t.Fatalf("GET %s: %d", path, code)
-		}
-		all = append(all, page.Items...)
-		if page.NextCursor == "" {
-			return all
-		}
-		cursor = page.NextCursor
-	}
+	return listedAll[domain.Conflict](t, s, "/api/v1/conflicts?limit=500")
 }
 
 // chaosLogLevel is warn, or info with CHAOS_LOGS (a bug report wants the story).

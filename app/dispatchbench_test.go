@@ -211,7 +211,3 @@ func envInt(name string, def int) int {
 	}
 	return def
 }
-
-
-
-

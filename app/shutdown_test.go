@@ -245,26 +245,7 @@ func postEvent(s *started, seq int) (string, error) {
 // allExecutions reads every page of a webhook's attempt records.
 func allExecutions(t *testing.T, s *started, webhookID string) []executionView {
 	t.Helper()
-	var all []executionView
-	cursor := ""
-	for {
-		var page struct {
-			Items      []executionView
-			NextCursor string
-		}
-		path := "/api/v1/executions?webhookId=" + webhookID + "&limit=500"
-		if cursor != "" {
-			path += "&cursor=" + cursor
-		}
-		if code := s.do(t, "GET", path, "", &page); code != http.StatusOK {
-			t.Fatalf("GET %s: %d", path, code)
-		}
-		all = append(all, page.Items...)
-		if page.NextCursor == "" {
-			return all
-		}
-		cursor = page.NextCursor
-	}
+	return listedAll[executionView](t, s, "/api/v1/executions?webhookId="+webhookID+"&limit=500")
 }
 
 // buildBinary builds cmd/<name> into a temporary directory.

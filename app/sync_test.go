@@ -323,24 +323,8 @@ func (o *observer) resolvedEvents(t *testing.T, conflictID string) []domain.Conf
 // resolutionRecords lists what integration_sync_conflicts holds for a conflict.
 func resolutionRecords(t *testing.T, backend store.Backend, conflictID string) []domain.ConflictResolution {
 	t.Helper()
-	c, err := backend.Container(domain.ContainerSyncConflicts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo := store.NewRepository[domain.ConflictResolution](c)
-	var out []domain.ConflictResolution
-	q := store.Query{PartitionKey: devTenant, Filters: []store.Filter{{Field: "conflictId", Value: conflictID}}}
-	for {
-		page, next, err := repo.List(context.Background(), q)
-		if err != nil {
-			t.Fatalf("list the resolution records: %v", err)
-		}
-		out = append(out, page...)
-		if next == "" {
-			return out
-		}
-		q.Continuation = next
-	}
+	return storedAll[domain.ConflictResolution](t, backend, domain.ContainerSyncConflicts,
+		store.Query{PartitionKey: devTenant, Filters: []store.Filter{{Field: "conflictId", Value: conflictID}}})
 }
 
 // metricSum adds up every series of a counter on a process's /metrics.
