@@ -79,7 +79,23 @@ func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts
 
 // StartTraced is Start with the given tracing instead of the environment's
 // (a test's in-memory exporter). The process shuts it down when it stops.
-func StartTraced(ctx context.Context, cfg *config.Config, logger zerolog.Logger, tracing *telemetry.Tracing, parts ...Part) (_ *Process, err error) {
+func StartTraced(ctx context.Context, cfg *config.Config, logger zerolog.Logger, tracing *telemetry.Tracing, parts ...Part) (*Process, error) {
+	return StartWith(ctx, cfg, logger, StartOptions{Tracing: tracing}, parts...)
+}
+
+// StartOptions are what a caller may put around the process's own adapters.
+type StartOptions struct {
+	// Tracing replaces the environment's (nil: off).
+	Tracing *telemetry.Tracing
+	// WrapStore, when set, wraps the opened store before any part uses it: a
+	// fault-injection test takes the standalone process's embedded store away
+	// through it, as an outage takes Cosmos away from the fleet.
+	WrapStore func(store.Backend) store.Backend
+}
+
+// StartWith is Start with the given options.
+func StartWith(ctx context.Context, cfg *config.Config, logger zerolog.Logger, opts StartOptions, parts ...Part) (_ *Process, err error) {
+	tracing := opts.Tracing
 	p := &Process{cfg: cfg, logger: logger, tracing: tracing}
 	defer func() {
 		if err != nil {
@@ -90,6 +106,9 @@ func StartTraced(ctx context.Context, cfg *config.Config, logger zerolog.Logger,
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if p.backend, err = OpenStore(ctx, cfg.Store, logger, StoreMetrics(registry)); err != nil {
 		return nil, err
+	}
+	if opts.WrapStore != nil {
+		p.backend = opts.WrapStore(p.backend)
 	}
 	if p.transport, err = OpenTransport(ctx, cfg, p.backend, logger); err != nil {
 		return nil, err
