@@ -44,12 +44,9 @@ func TestBench_Dispatcher(t *testing.T) {
 	rawHTTP := rawHTTPLoop(t, plain.url(), 4*events)
 	rows = append(rows, benchRow{Case: "raw HTTP POST loop to a local receiver (16 in flight)", Value: rawHTTP, Note: cpu.note(cores, 4*events)})
 
-	for _, mode := range []struct {
-		name string
-		env  []string
-	}{
+	for _, mode := range []benchMode{
 		{"standalone (in-process broker, embedded store)", nil},
-		{"fleet (RabbitMQ with confirms, embedded store)", onRabbitMQ(t)},
+		fleetMode(t),
 	} {
 		if only := os.Getenv("IM_BENCH_ONLY"); only != "" && !strings.HasPrefix(mode.name, only) {
 			continue
@@ -198,6 +195,21 @@ func waitFor(t *testing.T, within time.Duration, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// benchMode is a deployment the harness measures.
+type benchMode struct {
+	name string
+	env  []string
+}
+
+// fleetMode is RabbitMQ with the embedded store, or with the Cosmos emulator when
+// IM_BENCH_STORE=cosmos (the emulator then shares the two cores and is measured too).
+func fleetMode(t *testing.T) benchMode {
+	if os.Getenv("IM_BENCH_STORE") == "cosmos" {
+		return benchMode{"fleet (RabbitMQ with confirms, Cosmos emulator)", append(onRabbitMQ(t), onCosmos(t)...)}
+	}
+	return benchMode{"fleet (RabbitMQ with confirms, embedded store)", onRabbitMQ(t)}
 }
 
 // benchClients is how many clients post events at once in the closed loop.
