@@ -39,11 +39,7 @@ type Section struct {
 // Record merges rows into section of results.json: a row replaces the recorded
 // row of the same case, so sub-benchmarks may record one at a time.
 func Record(section string, rows ...Row) error {
-	path, err := resultsPath()
-	if err != nil {
-		return err
-	}
-	all, err := read(path)
+	path, all, err := load()
 	if err != nil {
 		return err
 	}
@@ -70,11 +66,7 @@ func Record(section string, rows ...Row) error {
 // Table writes every section of results.json as one markdown table, sections in
 // the order given (the others after, by name), headed by the machine.
 func Table(w io.Writer, order ...string) error {
-	path, err := resultsPath()
-	if err != nil {
-		return err
-	}
-	all, err := read(path)
+	_, all, err := load()
 	if err != nil {
 		return err
 	}
@@ -118,6 +110,16 @@ func opt(v float64) string {
 		return ""
 	}
 	return fmt.Sprintf("%.1f", v)
+}
+
+// load reads results.json (none yet: no sections) and says where it is.
+func load() (string, map[string]Section, error) {
+	path, err := resultsPath()
+	if err != nil {
+		return "", nil, err
+	}
+	all, err := read(path)
+	return path, all, err
 }
 
 func read(path string) (map[string]Section, error) {
