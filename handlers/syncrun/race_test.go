@@ -14,6 +14,18 @@ import (
 // a run walks the shard: the Castiel version the walk listed before that is
 // stale, and must not be pushed over the resolution.
 func TestRun_AStateAgreedAfterTheShardWasListedIsNotPushedOver(t *testing.T) {
+	for _, skew := range []time.Duration{0, -time.Minute} {
+		name := "same clock"
+		if skew != 0 {
+			name = "resolver's clock a minute behind"
+		}
+		t.Run(name, func(t *testing.T) { testResolvedAfterListing(t, skew) })
+	}
+}
+
+// testResolvedAfterListing: the resolution stamps the state with its own clock,
+// skew away from the run's.
+func testResolvedAfterListing(t *testing.T, skew time.Duration) {
 	hs := newHarness(t, harnessConfig{fake: fakeapi.Options{Mode: fakeapi.Mode{PageSize: 10}}})
 	recs := hs.srv.SeedN(entity, 3)
 	task := hs.task("st-race", domain.DirectionBidirectional, domain.ModeIncremental)
@@ -42,7 +54,7 @@ func TestRun_AStateAgreedAfterTheShardWasListedIsNotPushedOver(t *testing.T) {
 			t.Error(err)
 		}
 		_, _, err := states.Update(context.Background(), task.ID, domain.RecordStateID(task.ID, key), func(s *domain.RecordState) error {
-			s.Agree(&domain.SideRecord{Data: resolved, ModifiedAt: ext.UpdatedAt}, &domain.SideRecord{Data: resolved}, time.Now().UTC())
+			s.Agree(&domain.SideRecord{Data: resolved, ModifiedAt: ext.UpdatedAt}, &domain.SideRecord{Data: resolved}, time.Now().Add(skew).UTC())
 			return nil
 		})
 		if err != nil {

@@ -221,6 +221,21 @@ func (r *run) plan(ctx context.Context, it recItem) (*plan, error) {
 		}
 	}
 	d := domain.Classify(r.task.Direction, st, ext, in)
+	if it.in != nil && in == it.in && d.Internal != domain.ChangeNone {
+		// The walk listed this record before its state was read, and the check
+		// above trusts clocks: a resolver on another machine, its clock behind,
+		// may have written both sides and the state since. A Castiel change is
+		// acted on only as read after the state, so a stale listing is never
+		// pushed over a resolution.
+		if in, err = r.readInternal(ctx, it.key); err != nil {
+			if errors.Is(err, shards.ErrInvalid) {
+				r.fail(it.key, "", err)
+				return nil, nil
+			}
+			return nil, err
+		}
+		d = domain.Classify(r.task.Direction, st, ext, in)
+	}
 	p := &plan{it: it, d: d, st: st, etag: etag, now: r.h.now()}
 	if p.st == nil {
 		p.st = domain.NewRecordState(r.task.TenantID, r.task.ID, it.key)
