@@ -18,6 +18,8 @@ import (
 
 	"github.com/castiel/integration-manager/bench"
 	"github.com/castiel/integration-manager/config"
+	"github.com/castiel/integration-manager/connector/fakeapi"
+	"github.com/castiel/integration-manager/domain"
 )
 
 // TestBench_Binaries measures each binary as an operator runs it: time from exec to
@@ -45,6 +47,15 @@ func TestBench_Binaries(t *testing.T) {
 	rows = append(rows,
 		benchRow{Case: "RSS under load, api (fleet)", Value: peakAPI, Unit: "MB", Note: fmt.Sprintf("peak while %0.f events/s were accepted and delivered; own memory %.0f MB", rate, anon[0])},
 		benchRow{Case: "RSS under load, webhook-dispatcher (fleet)", Value: peakDispatcher, Unit: "MB", Note: fmt.Sprintf("peak while delivering %0.f/s; own memory %.0f MB", rate, anon[1])})
+
+	const records = 10000
+	fake := fakeapi.New(t, fakeapi.Options{Mode: fakeapi.Mode{Auth: fakeapi.AuthAPIKeyHeader, PageSize: 500}})
+	fake.SeedN(syncEntity, records)
+	taskID := syncSetup(t, procs["api"].api, fake, domain.StrategyMerge)
+	var run domain.Execution
+	peaks := peakRSS([]*binaryProcess{procs["sync-worker"]}, func() { run = runSync(t, procs["api"].api, taskID) })
+	rows = append(rows, benchRow{Case: "RSS under load, sync-worker (fleet)", Value: peaks[0].rss, Unit: "MB",
+		Note: fmt.Sprintf("peak during a first pull of %d records (run took %s); own memory %.0f MB", records, runTook(run), peaks[0].anon)})
 
 	standalone := launchBinary(t, filepath.Join(dir, "standalone"), environ(t, "IM_LOG_LEVEL=error"), "standalone")
 	rows = append(rows, benchRow{Case: "start-up to ready, standalone", Value: ms(standalone.startup), Unit: "ms", Note: "exec to /readyz 200"})
@@ -121,12 +132,12 @@ func (p *binaryProcess) status(field string) float64 {
 	return 0
 }
 
-// rssUnderLoad posts events to api's binary for 5 s from 16 clients, delivered to a
-// local receiver (by dispatcher, or by api itself when standalone), and returns the
-// peak RSS of both and the delivered rate.
-func rssUnderLoad(t *testing.T, api, dispatcher *binaryProcess) (apiPeak, dispatcherPeak, rate float64, anonPeak [2]float64) {
-	rcv := newReceiver(t, 0)
-	subscribe(t, api.api, rcv.url())
+// peak is a process's highest resident set and own memory seen, in MB.
+type peak struct{ rss, anon float64 }
+
+// peakRSS samples procs every 50 ms while fn runs.
+func peakRSS(procs []*binaryProcess, fn func()) []peak {
+	out := make([]peak, len(procs))
 	stop := make(chan struct{})
 	var sampling sync.WaitGroup
 	sampling.Add(1)
@@ -135,38 +146,63 @@ func rssUnderLoad(t *testing.T, api, dispatcher *binaryProcess) (apiPeak, dispat
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		for {
+			for i, p := range procs {
+				out[i].rss, out[i].anon = max(out[i].rss, p.rssMB()), max(out[i].anon, p.anonMB())
+			}
 			select {
 			case <-stop:
 				return
 			case <-tick.C:
-				apiPeak = max(apiPeak, api.rssMB())
-				anonPeak[0] = max(anonPeak[0], api.anonMB())
-				if dispatcher != nil {
-					dispatcherPeak = max(dispatcherPeak, dispatcher.rssMB())
-					anonPeak[1] = max(anonPeak[1], dispatcher.anonMB())
-				}
 			}
 		}
 	}()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	var posted atomic.Int64
-	deadline := time.Now().Add(5 * time.Second)
-	var clients sync.WaitGroup
-	began := time.Now()
-	for range 16 {
-		clients.Add(1)
-		go func() {
-			defer clients.Done()
-			for time.Now().Before(deadline) {
-				postBenchEvent(t, client, api.api)
-				posted.Add(1)
-			}
-		}()
-	}
-	clients.Wait()
-	waitFor(t, 120*time.Second, func() bool { return rcv.count.Load() >= posted.Load() })
+	fn()
 	close(stop)
 	sampling.Wait()
+	return out
+}
+
+func runTook(e domain.Execution) string {
+	if e.FinishedAt == nil {
+		return "?"
+	}
+	return e.FinishedAt.Sub(e.StartedAt).Round(10 * time.Millisecond).String()
+}
+
+// rssUnderLoad posts events to api's binary for 5 s from 16 clients, delivered to a
+// local receiver (by dispatcher, or by api itself when standalone), and returns the
+// peak RSS of both and the delivered rate.
+func rssUnderLoad(t *testing.T, api, dispatcher *binaryProcess) (apiPeak, dispatcherPeak, rate float64, anonPeak [2]float64) {
+	rcv := newReceiver(t, 0)
+	subscribe(t, api.api, rcv.url())
+	procs := []*binaryProcess{api}
+	if dispatcher != nil {
+		procs = append(procs, dispatcher)
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	var posted atomic.Int64
+	var began time.Time
+	peaks := peakRSS(procs, func() {
+		deadline := time.Now().Add(5 * time.Second)
+		var clients sync.WaitGroup
+		began = time.Now()
+		for range 16 {
+			clients.Add(1)
+			go func() {
+				defer clients.Done()
+				for time.Now().Before(deadline) {
+					postBenchEvent(t, client, api.api)
+					posted.Add(1)
+				}
+			}()
+		}
+		clients.Wait()
+		waitFor(t, 120*time.Second, func() bool { return rcv.count.Load() >= posted.Load() })
+	})
+	apiPeak, anonPeak[0] = peaks[0].rss, peaks[0].anon
+	if dispatcher != nil {
+		dispatcherPeak, anonPeak[1] = peaks[1].rss, peaks[1].anon
+	}
 	return apiPeak, dispatcherPeak, float64(posted.Load()) / time.Since(began).Seconds(), anonPeak
 }
 
