@@ -70,11 +70,7 @@ type Process struct {
 // the given parts, binding their ports. Run serves them. Tracing is what the
 // OTEL_* environment asks for (off by default).
 func Start(ctx context.Context, cfg *config.Config, logger zerolog.Logger, parts ...Part) (*Process, error) {
-	tracing, err := telemetry.FromEnv(ctx, cfg.Service, logger)
-	if err != nil {
-		return nil, err
-	}
-	return StartTraced(ctx, cfg, logger, tracing, parts...)
+	return StartWith(ctx, cfg, logger, StartOptions{}, parts...)
 }
 
 // StartTraced is Start with the given tracing instead of the environment's
@@ -85,7 +81,7 @@ func StartTraced(ctx context.Context, cfg *config.Config, logger zerolog.Logger,
 
 // StartOptions are what a caller may put around the process's own adapters.
 type StartOptions struct {
-	// Tracing replaces the environment's (nil: off).
+	// Tracing replaces the environment's (nil: what the OTEL_* environment asks for).
 	Tracing *telemetry.Tracing
 	// WrapStore, when set, wraps the opened store before any part uses it: a
 	// fault-injection test takes the standalone process's embedded store away
@@ -96,6 +92,11 @@ type StartOptions struct {
 // StartWith is Start with the given options.
 func StartWith(ctx context.Context, cfg *config.Config, logger zerolog.Logger, opts StartOptions, parts ...Part) (_ *Process, err error) {
 	tracing := opts.Tracing
+	if tracing == nil {
+		if tracing, err = telemetry.FromEnv(ctx, cfg.Service, logger); err != nil {
+			return nil, err
+		}
+	}
 	p := &Process{cfg: cfg, logger: logger, tracing: tracing}
 	defer func() {
 		if err != nil {

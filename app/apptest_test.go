@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/rs/zerolog"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -104,18 +105,27 @@ func (r *running) stop(t testing.TB) {
 
 func startStoppable(t testing.TB, env []string, parts ...app.Part) *running {
 	t.Helper()
+	return startProcess(t, env, nil, app.StartOptions{}, parts...)
+}
+
+// startProcess runs the parts in this process until the test ends (or stop),
+// logging through logger(cfg); a nil logger discards the log, but at the
+// configured level: a disabled log line costs what it would in production
+// (nothing), so benchmarks do not pay for debug lines nobody reads.
+func startProcess(t testing.TB, env []string, logger func(*config.Config) zerolog.Logger, opts app.StartOptions, parts ...app.Part) *running {
+	t.Helper()
 	cfg, err := config.Load(config.LoadOptions{Service: "test", DefaultProfile: config.ProfileStandalone, Environ: env})
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	// Discarded, but at the configured level: a disabled log line costs what it would
-	// in production (nothing), so benchmarks do not pay for debug lines nobody reads.
-	logger, err := logging.New(io.Discard, cfg.Log.Level, cfg.Log.Format, "test")
-	if err != nil {
+	var log zerolog.Logger
+	if logger != nil {
+		log = logger(cfg)
+	} else if log, err = logging.New(io.Discard, cfg.Log.Level, cfg.Log.Format, "test"); err != nil {
 		t.Fatalf("logger: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p, err := app.Start(ctx, cfg, logger, parts...)
+	p, err := app.StartWith(ctx, cfg, log, opts, parts...)
 	if err != nil {
 		cancel()
 		t.Fatalf("start: %v", err)

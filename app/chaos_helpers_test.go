@@ -149,31 +149,16 @@ func (c *chaosInfra) ourQueues() ([]rabbittest.QueueStats, error) {
 // report (startStoppable discards it).
 func chaosProcess(t *testing.T, env []string, parts ...app.Part) (*running, *tailLog) {
 	t.Helper()
-	cfg, err := config.Load(config.LoadOptions{Service: "test", DefaultProfile: config.ProfileStandalone, Environ: env})
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
 	logs := &tailLog{max: 16 << 10}
-	logger := zerolog.New(io.MultiWriter(logs, chaosLogFile(t, "api"))).Level(chaosLogLevel()).With().Timestamp().Logger()
-	ctx, cancel := context.WithCancel(context.Background())
-	p, err := app.Start(ctx, cfg, logger, parts...)
-	if err != nil {
-		cancel()
-		t.Fatalf("start: %v", err)
-	}
-	r := &running{cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- p.Run(ctx) }()
+	r := startProcess(t, env, func(*config.Config) zerolog.Logger {
+		return zerolog.New(io.MultiWriter(logs, chaosLogFile(t, "api"))).Level(chaosLogLevel()).With().Timestamp().Logger()
+	}, app.StartOptions{}, parts...)
 	t.Cleanup(func() {
-		r.stop(t)
+		r.stop(t) // before the log is shown: it holds the shutdown too
 		if t.Failed() {
 			t.Logf("in-process API log (last %d bytes):\n%s", logs.Len(), logs.String())
 		}
 	})
-	k, ok := cfg.DevelopmentKey()
-	if !ok {
-		t.Fatal("the standalone profile has no development key")
-	}
-	r.started = &started{baseURL: "http://" + p.APIAddr, adminURL: "http://" + p.AdminAddr, key: k.Key.Reveal(), cfg: cfg}
 	return r, logs
 }
 

@@ -3,9 +3,7 @@ package app_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,7 +13,6 @@ import (
 	"github.com/castiel/integration-manager/app"
 	"github.com/castiel/integration-manager/config"
 	"github.com/castiel/integration-manager/domain"
-	"github.com/castiel/integration-manager/logging"
 	"github.com/castiel/integration-manager/store"
 )
 
@@ -110,38 +107,9 @@ func missing(accepted map[int]postedEvent, ep *chaosEndpoint) []int {
 // wrap, until stop is called or the test ends.
 func startWrapped(t *testing.T, env []string, wrap func(store.Backend) store.Backend) (s *started, stop func()) {
 	t.Helper()
-	cfg, err := config.Load(config.LoadOptions{Service: "test", DefaultProfile: config.ProfileStandalone, Environ: env})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger, err := logging.New(io.Discard, cfg.Log.Level, cfg.Log.Format, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p, err := app.StartWith(ctx, cfg, logger, app.StartOptions{WrapStore: wrap},
+	r := startProcess(t, env, nil, app.StartOptions{WrapStore: wrap},
 		app.PartAPI, app.PartDispatcher, app.PartSyncWorker, app.PartScheduler, app.PartConflictResolver)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("process stopped with an error: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	k, ok := cfg.DevelopmentKey()
-	if !ok {
-		t.Fatal("the standalone profile has no development key")
-	}
-	return &started{baseURL: "http://" + p.APIAddr, adminURL: "http://" + p.AdminAddr, key: k.Key.Reveal(), cfg: cfg}, stop
+	return r.started, func() { r.stop(t) }
 }
 
 // openStoreOf opens the embedded store of env once its process has stopped
