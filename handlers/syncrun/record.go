@@ -221,12 +221,14 @@ func (r *run) plan(ctx context.Context, it recItem) (*plan, error) {
 		}
 	}
 	d := domain.Classify(r.task.Direction, st, ext, in)
-	if it.in != nil && in == it.in && d.Internal != domain.ChangeNone {
+	if it.in != nil && in == it.in && isPush(d.Action) {
 		// The walk listed this record before its state was read, and the check
 		// above trusts clocks: a resolver on another machine, its clock behind,
-		// may have written both sides and the state since. A Castiel change is
-		// acted on only as read after the state, so a stale listing is never
-		// pushed over a resolution.
+		// may have written both sides and the state since. A push is made only
+		// of Castiel's side as read after the state, so a stale listing is never
+		// pushed over a resolution. (Only pushes: a conflict seen in the listing
+		// is left to the state's pending conflict, and a read racing a resolution
+		// in progress would raise a spurious one.)
 		if in, err = r.readInternal(ctx, it.key); err != nil {
 			if errors.Is(err, shards.ErrInvalid) {
 				r.fail(it.key, "", err)
@@ -707,4 +709,8 @@ func timePtr(t time.Time) *time.Time {
 		return nil
 	}
 	return &t
+}
+
+func isPush(a domain.SyncAction) bool {
+	return a == domain.ActionPushAdd || a == domain.ActionPushUpdate || a == domain.ActionPushDelete
 }
