@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 
@@ -50,6 +51,8 @@ func buildDispatcher(cfg *config.Config, logger zerolog.Logger, backend store.Ba
 		MaxInFlightPerEndpoint: dc.MaxInFlightPerEndpoint,
 		CacheTTL:               dc.CacheTTL,
 		DeferDelay:             dc.DeferDelay,
+		InlineAttempts:         cmp.Or(dc.InlineAttempts, -1), // 0 in config: none
+		InlineHandoff:          dc.InlineHandoff,
 		AllowHosts:             dc.AllowHosts,
 		Source:                 source,
 	})

@@ -191,6 +191,8 @@ type WebhooksConfig struct {
 type DispatcherConfig struct {
 	Consumers              int             // webhooks.dispatcher.consumers
 	FanOutConsumers        int             // webhooks.dispatcher.fanOutConsumers
+	InlineAttempts         int             // webhooks.dispatcher.inlineAttempts
+	InlineHandoff          time.Duration   // webhooks.dispatcher.inlineHandoff
 	Timeout                time.Duration   // webhooks.dispatcher.timeout
 	ResponseBodyCap        int             // webhooks.dispatcher.responseBodyCap
 	Schedule               []time.Duration // webhooks.dispatcher.schedule

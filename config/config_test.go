@@ -207,6 +207,8 @@ func TestLoad_EveryKeyHasAWorkingEnvOverride(t *testing.T) {
 		"webhooks.secretRotationOverlap":             {"2h", "2h0m0s"},
 		"webhooks.dispatcher.consumers":              {"8", "8"},
 		"webhooks.dispatcher.fanOutConsumers":        {"3", "3"},
+		"webhooks.dispatcher.inlineAttempts":         {"0", "0"},
+		"webhooks.dispatcher.inlineHandoff":          {"3s", "3s"},
 		"webhooks.dispatcher.timeout":                {"3s", "3s"},
 		"webhooks.dispatcher.responseBodyCap":        {"100", "100"},
 		"webhooks.dispatcher.schedule":               {"0s,1s,2s", "[0s 1s 2s]"},

@@ -102,6 +102,8 @@ func (d *decoder) decode() *Config {
 			Dispatcher: DispatcherConfig{
 				Consumers:              d.integer("webhooks.dispatcher.consumers"),
 				FanOutConsumers:        d.integer("webhooks.dispatcher.fanOutConsumers"),
+				InlineAttempts:         d.integer("webhooks.dispatcher.inlineAttempts"),
+				InlineHandoff:          d.duration("webhooks.dispatcher.inlineHandoff"),
 				Timeout:                d.duration("webhooks.dispatcher.timeout"),
 				ResponseBodyCap:        d.integer("webhooks.dispatcher.responseBodyCap"),
 				Schedule:               d.durations("webhooks.dispatcher.schedule"),

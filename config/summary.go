@@ -62,6 +62,8 @@ func (c *Config) LogSummary() map[string]any {
 		"webhooks.secretRotationOverlap":             dur(c.Webhooks.SecretRotationOverlap),
 		"webhooks.dispatcher.consumers":              c.Webhooks.Dispatcher.Consumers,
 		"webhooks.dispatcher.fanOutConsumers":        c.Webhooks.Dispatcher.FanOutConsumers,
+		"webhooks.dispatcher.inlineAttempts":         c.Webhooks.Dispatcher.InlineAttempts,
+		"webhooks.dispatcher.inlineHandoff":          dur(c.Webhooks.Dispatcher.InlineHandoff),
 		"webhooks.dispatcher.timeout":                dur(c.Webhooks.Dispatcher.Timeout),
 		"webhooks.dispatcher.responseBodyCap":        c.Webhooks.Dispatcher.ResponseBodyCap,
 		"webhooks.dispatcher.schedule":               durs(c.Webhooks.Dispatcher.Schedule),

@@ -149,6 +149,7 @@ func (c *Config) validate(dev devCredentials) []Problem {
 	dc := c.Webhooks.Dispatcher
 	v.intRange("webhooks.dispatcher.consumers", dc.Consumers, 1, 4096)
 	v.intRange("webhooks.dispatcher.fanOutConsumers", dc.FanOutConsumers, 1, 4096)
+	v.intRange("webhooks.dispatcher.inlineAttempts", dc.InlineAttempts, 0, 4096)
 	if c.Broker.HandlerTimeout <= dc.Timeout {
 		v.fail("broker.handlerTimeout", "%s must be longer than webhooks.dispatcher.timeout (%s): an attempt also records and publishes", c.Broker.HandlerTimeout, dc.Timeout)
 	}
@@ -169,6 +170,7 @@ func (c *Config) validate(dev devCredentials) []Problem {
 	v.intRange("webhooks.dispatcher.maxInFlightPerEndpoint", dc.MaxInFlightPerEndpoint, 1, 4096)
 	v.positiveDuration("webhooks.dispatcher.cacheTTL", dc.CacheTTL)
 	v.positiveDuration("webhooks.dispatcher.deferDelay", dc.DeferDelay)
+	v.positiveDuration("webhooks.dispatcher.inlineHandoff", dc.InlineHandoff)
 	for i, h := range dc.AllowHosts {
 		if h == "" || strings.ContainsAny(h, "@ ") {
 			v.fail(fmt.Sprintf("webhooks.dispatcher.allowHosts[%d]", i), "%q is not a host name, IP or CIDR", h)

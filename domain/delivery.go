@@ -264,6 +264,10 @@ type DeliveryAttempt struct {
 	DisablesEndpoint string `json:"disablesEndpoint,omitempty"`
 	// NotBefore: NextAttemptAt is a minimum the receiver asked for (Retry-After).
 	NotBefore bool `json:"notBefore,omitempty"`
+	// Settled: the attempt's follow-ups (health, result event, next attempt)
+	// were published. Written only for an attempt a fan-out handed off, so the
+	// safety copy of its delivery publishes nothing twice.
+	Settled bool `json:"settled,omitempty"`
 }
 
 // DeliveredEvent is the part of a delivery that is not in its Execution.

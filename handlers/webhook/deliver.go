@@ -53,16 +53,26 @@ func (d *Dispatcher) HandleDeliver(msg *message.Message) error {
 	if err := cmd.Validate(); err != nil {
 		return messaging.Permanent(err)
 	}
-	ctx := msg.Context()
-	if messaging.MayBeDuplicate(msg) {
+	return d.attempt(msg.Context(), msg, msg, cmd)
+}
+
+// attempt makes one attempt of cmd, as HandleDeliver describes, while handling
+// from: the DeliverWebhook message itself (self), or the event whose fan-out
+// makes the first attempt inline (self nil). from decides whether the attempt
+// may have been made before; what is published meanwhile inherits that.
+func (d *Dispatcher) attempt(ctx context.Context, from, self *message.Message, cmd domain.DeliverWebhook) error {
+	if messaging.MayBeDuplicate(from) {
 		id := domain.AttemptExecutionID(cmd.DeliveryID, cmd.Attempt)
 		prev, _, err := d.attempts.Get(ctx, cmd.TenantID, id)
 		switch {
+		case err == nil && prev.Settled:
+			// The safety copy of a handed-off attempt that ended well.
+			return nil
 		case err == nil:
 			d.metrics.redelivered.Inc()
 			d.log.Debug().Str("tenantId", cmd.TenantID).Str("deliveryId", cmd.DeliveryID).Int("attempt", cmd.Attempt).
 				Msg("attempt already recorded; re-publishing its follow-ups without calling the endpoint")
-			return d.settle(ctx, msg, cmd, prev, true)
+			return d.settle(ctx, from, cmd, prev, true)
 		case !errors.Is(err, store.ErrNotFound):
 			return fmt.Errorf("read attempt %d of delivery %s: %w", cmd.Attempt, cmd.DeliveryID, err)
 		}
@@ -73,11 +83,11 @@ func (d *Dispatcher) HandleDeliver(msg *message.Message) error {
 		return err
 	}
 	if rec, skip := d.notAttempted(cmd, e.ep); skip {
-		return d.record(ctx, msg, cmd, rec)
+		return d.record(ctx, from, cmd, rec)
 	}
 	lease, def := d.health.acquire(endpointKey(cmd.TenantID, cmd.WebhookID), e.ep.RateLimitPerSecond, d.opts.Now())
 	if def != nil {
-		return d.deferDelivery(ctx, msg, cmd, *def)
+		return d.deferDelivery(ctx, from, self, cmd, *def)
 	}
 	out, err := d.call(ctx, cmd, e)
 	if err != nil {
@@ -96,7 +106,7 @@ func (d *Dispatcher) HandleDeliver(msg *message.Message) error {
 		lease.release(nil)
 	}
 	d.metrics.duration.Observe(out.finished.Sub(out.started).Seconds())
-	return d.record(ctx, msg, cmd, d.attemptRecord(cmd, e.ep, out, dec))
+	return d.record(ctx, from, cmd, d.attemptRecord(cmd, e.ep, out, dec))
 }
 
 func (d *Dispatcher) policy() domain.RetryPolicy {
@@ -175,7 +185,7 @@ func (d *Dispatcher) attemptRecord(cmd domain.DeliverWebhook, ep domain.WebhookE
 }
 
 // record stores the attempt (create-if-absent), then publishes its follow-ups.
-func (d *Dispatcher) record(ctx context.Context, msg *message.Message, cmd domain.DeliverWebhook, rec domain.DeliveryAttempt) error {
+func (d *Dispatcher) record(ctx context.Context, from *message.Message, cmd domain.DeliverWebhook, rec domain.DeliveryAttempt) error {
 	if _, err := d.attempts.Create(ctx, rec); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			// A duplicate copy of this message recorded the attempt first and owns its follow-ups.
@@ -191,7 +201,7 @@ func (d *Dispatcher) record(ctx context.Context, msg *message.Message, cmd domai
 	ev.Str("tenantId", rec.TenantID).Str("webhookId", rec.WebhookID).Str("deliveryId", rec.DeliveryID).
 		Int("attempt", rec.Attempt).Str("status", string(rec.Status)).Str("errorClass", rec.ErrorClass).
 		Int("responseStatus", rec.ResponseStatus).Int64("durationMs", rec.DurationMs).Msg("delivery attempt recorded")
-	return d.settle(ctx, msg, cmd, rec, false)
+	return d.settle(ctx, from, cmd, rec, false)
 }
 
 // settle publishes what follows from a recorded attempt. It runs again, from
@@ -199,7 +209,7 @@ func (d *Dispatcher) record(ctx context.Context, msg *message.Message, cmd domai
 // step is safe to repeat: the endpoint update is conditional on its current
 // state, and events and the next attempt may be published twice (the next
 // attempt's deterministic id makes a duplicate harmless).
-func (d *Dispatcher) settle(ctx context.Context, msg *message.Message, cmd domain.DeliverWebhook, rec domain.DeliveryAttempt, redelivered bool) error {
+func (d *Dispatcher) settle(ctx context.Context, from *message.Message, cmd domain.DeliverWebhook, rec domain.DeliveryAttempt, redelivered bool) error {
 	switch {
 	case rec.DisablesEndpoint != "":
 		if err := d.disable(ctx, rec, redelivered); err != nil {
@@ -214,7 +224,7 @@ func (d *Dispatcher) settle(ctx context.Context, msg *message.Message, cmd domai
 		return err
 	}
 	if rec.Status == domain.ExecFailedRetrying && rec.NextAttemptAt != nil {
-		return d.scheduleNext(ctx, msg, cmd, rec)
+		return d.scheduleNext(ctx, from, cmd, rec)
 	}
 	return nil
 }
@@ -347,18 +357,17 @@ func (d *Dispatcher) send(ctx context.Context, tenantID string, ev domain.Messag
 
 // scheduleNext publishes the next attempt through the Delayer, due at the
 // record's NextAttemptAt.
-func (d *Dispatcher) scheduleNext(ctx context.Context, msg *message.Message, cmd domain.DeliverWebhook, rec domain.DeliveryAttempt) error {
+func (d *Dispatcher) scheduleNext(ctx context.Context, from *message.Message, cmd domain.DeliverWebhook, rec domain.DeliveryAttempt) error {
 	next := cmd
 	next.Attempt = rec.Attempt + 1
 	delay := max(rec.NextAttemptAt.Sub(d.now()), 0)
 	if rec.NotBefore {
 		delay = d.notBefore(delay)
 	}
-	m, err := messaging.NewMessage(ctx, domain.TypeDeliverWebhook, d.opts.Source, cmd.TenantID, next)
+	m, err := d.deliverMessage(ctx, from, next)
 	if err != nil {
-		return messaging.Permanent(err)
+		return err
 	}
-	messaging.MarkMaybeDuplicate(msg, m)
 	applied, err := d.delayer.Delay(ctx, Role, messaging.TopicCmdWebhookDeliver, m, delay)
 	if err != nil {
 		return fmt.Errorf("schedule attempt %d of delivery %s: %w", next.Attempt, cmd.DeliveryID, err)
@@ -379,11 +388,21 @@ func (d *Dispatcher) notBefore(delay time.Duration) time.Duration {
 }
 
 // deferDelivery puts the delivery back through the Delayer with the same
-// attempt number: nothing is recorded and no attempt is used up.
-func (d *Dispatcher) deferDelivery(ctx context.Context, msg *message.Message, cmd domain.DeliverWebhook, def deferral) error {
-	// The deferred copy arrives as a first delivery: keep what this one knew.
-	messaging.MarkMaybeDuplicate(msg, msg)
-	applied, err := d.delayer.Delay(ctx, Role, messaging.TopicCmdWebhookDeliver, msg, def.delay)
+// attempt number: nothing is recorded and no attempt is used up. self is the
+// DeliverWebhook message being handled, or nil for an inline first attempt
+// (a message is made of cmd).
+func (d *Dispatcher) deferDelivery(ctx context.Context, from, self *message.Message, cmd domain.DeliverWebhook, def deferral) error {
+	m := self
+	if m == nil {
+		var err error
+		if m, err = d.deliverMessage(ctx, from, cmd); err != nil {
+			return err
+		}
+	} else {
+		// The deferred copy arrives as a first delivery: keep what this one knew.
+		messaging.MarkMaybeDuplicate(from, m)
+	}
+	applied, err := d.delayer.Delay(ctx, Role, messaging.TopicCmdWebhookDeliver, m, def.delay)
 	if err != nil {
 		return fmt.Errorf("defer delivery %s (%s): %w", cmd.DeliveryID, def.reason, err)
 	}

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -80,6 +81,8 @@ type Options struct {
 	MaxInFlightPerEndpoint int           // concurrent attempts per endpoint and process; default 8
 	CacheTTL               time.Duration // endpoint, secret and fan-out list cache; default 5s; negative: no cache
 	DeferDelay             time.Duration // wait of a delivery deferred by the rate limit or the in-flight bound; default 1s
+	InlineHandoff          time.Duration // how long a fan-out waits for its inline attempts before handing the slow ones off; default 1s
+	InlineAttempts         int           // first attempts the fan-out makes itself at once per process, skipping the delivery queue; default 64; negative: none
 	AllowHosts             []string      // host names, IPs or CIDRs the SSRF guard lets through (standalone: loopback)
 	UserAgent              string        // default "Castiel-Webhooks/1.0"
 	Source                 string        // ce-source of published messages; default DefaultSource
@@ -98,6 +101,8 @@ const (
 	DefaultMaxInFlightPerEndpoint = 8
 	DefaultCacheTTL               = 5 * time.Second
 	DefaultDeferDelay             = time.Second
+	DefaultInlineAttempts         = 64
+	DefaultInlineHandoff          = time.Second
 	DefaultUserAgent              = "Castiel-Webhooks/1.0"
 )
 
@@ -136,6 +141,12 @@ func (o Options) WithDefaults() Options {
 	if o.DeferDelay == 0 {
 		o.DeferDelay = DefaultDeferDelay
 	}
+	if o.InlineHandoff == 0 {
+		o.InlineHandoff = DefaultInlineHandoff
+	}
+	if o.InlineAttempts == 0 {
+		o.InlineAttempts = DefaultInlineAttempts
+	}
 	if o.UserAgent == "" {
 		o.UserAgent = DefaultUserAgent
 	}
@@ -169,6 +180,8 @@ func (o Options) Validate() error {
 		return errors.New("webhook: MaxInFlightPerEndpoint must be >= 1")
 	case o.DeferDelay <= 0:
 		return errors.New("webhook: DeferDelay must be > 0")
+	case o.InlineHandoff <= 0:
+		return errors.New("webhook: InlineHandoff must be > 0")
 	}
 	for i, d := range o.Schedule {
 		if d < 0 {
@@ -207,6 +220,12 @@ type Dispatcher struct {
 	lists     *ttlCache[[]domain.WebhookEndpoint]
 	health    *healthTracker
 	metrics   *metrics
+	inline    chan struct{} // a slot per inline first attempt in flight
+
+	// Inline attempts run on past their fan-out's handler; Close stops them.
+	background     context.Context
+	stopBackground context.CancelFunc
+	running        sync.WaitGroup
 }
 
 // New builds a dispatcher; it refuses missing dependencies and bad options.
@@ -261,10 +280,12 @@ func New(deps Deps, opts Options) (*Dispatcher, error) {
 		attempts:  store.NewRepository[domain.DeliveryAttempt](executionsC),
 		client:    egress.NewClient(guard, egress.ClientOptions{MaxIdleConnsPerHost: max(64, opts.MaxInFlightPerEndpoint)}),
 		metrics:   m,
+		inline:    make(chan struct{}, max(opts.InlineAttempts, 0)),
 	}
 	if deps.WrapTransport != nil {
 		d.client.Transport = deps.WrapTransport(d.client.Transport)
 	}
+	d.background, d.stopBackground = context.WithCancel(context.Background())
 	d.endpoints = newTTLCache[*endpointEntry](opts.CacheTTL, opts.Now)
 	d.lists = newTTLCache[[]domain.WebhookEndpoint](opts.CacheTTL, opts.Now)
 	d.health = newHealthTracker(opts, m.circuitChanged)
@@ -274,9 +295,10 @@ func New(deps Deps, opts Options) (*Dispatcher, error) {
 // Register adds the dispatcher's consumers to the router: fanOut consumers of
 // TopicCmdEventPublish and deliver consumers of TopicCmdWebhookDeliver (n <= 0:
 // the transport's ConsumersPerQueue). Each consumer handles one message at a
-// time, so deliver is the number of concurrent attempts per process; keep it
-// well above MaxInFlightPerEndpoint so a few slow endpoints cannot hold all of
-// them.
+// time, so deliver (plus InlineAttempts, made by the fan-out) bounds the
+// concurrent attempts per process; keep it well above MaxInFlightPerEndpoint
+// so a few slow endpoints cannot hold all of them. (The fan-out's consumers
+// are held by an attempt for at most InlineHandoff.)
 func (d *Dispatcher) Register(r *message.Router, t *messaging.Transport, fanOut, deliver int) error {
 	if err := messaging.AddConsumer(r, t, Role, messaging.TopicCmdEventPublish, fanOut, d.HandlePublishEvent); err != nil {
 		return err
@@ -290,7 +312,27 @@ func Topics() []string {
 }
 
 // Close releases idle outbound connections.
+// inlineStopWait bounds how long Close waits for the inline attempts it
+// interrupts to put their deliveries back in the queue.
+const inlineStopWait = 5 * time.Second
+
+// Close interrupts the inline attempts still running (handed off by their
+// fan-out): each puts its delivery back in the delivery queue unspent, as a
+// delivery consumer's attempt is nacked back at shutdown. Then it releases
+// idle outbound connections. Call it after the router has stopped and before
+// the transport closes.
 func (d *Dispatcher) Close() error {
+	d.stopBackground()
+	stopped := make(chan struct{})
+	go func() {
+		d.running.Wait()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(inlineStopWait):
+		d.log.Warn().Msg("inline attempts did not stop in time; their safety copies will make them")
+	}
 	d.client.CloseIdleConnections()
 	return nil
 }

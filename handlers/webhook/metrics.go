@@ -12,7 +12,8 @@ type metrics struct {
 	attempts    *prometheus.CounterVec
 	duration    prometheus.Histogram
 	deferred    *prometheus.CounterVec
-	fannedOut   prometheus.Counter
+	fannedOut   *prometheus.CounterVec
+	handedOff   prometheus.Counter
 	noMatch     prometheus.Counter
 	redelivered prometheus.Counter
 	retries     prometheus.Counter
@@ -34,9 +35,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "webhook_delivery_deferrals_total",
 			Help: "Deliveries deferred without using an attempt, by reason.",
 		}, []string{"reason"}),
-		fannedOut: prometheus.NewCounter(prometheus.CounterOpts{
+		fannedOut: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "webhook_fanout_deliveries_total",
-			Help: "Deliveries created by the fan-out of events.",
+			Help: "Deliveries created by the fan-out of events, by path of their first attempt: inline (made by the fan-out) or queue.",
+		}, []string{"path"}),
+		handedOff: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "webhook_fanout_handoffs_total",
+			Help: "Inline first attempts still running after webhooks.dispatcher.inlineHandoff: the event was acked, a safety copy scheduled.",
 		}),
 		noMatch: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "webhook_fanout_no_match_total",
@@ -58,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.attempts, m.duration, m.deferred, m.fannedOut, m.noMatch, m.redelivered, m.retries, m.circuits} {
+	for _, c := range []prometheus.Collector{m.attempts, m.duration, m.deferred, m.fannedOut, m.handedOff, m.noMatch, m.redelivered, m.retries, m.circuits} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("webhook: register metrics: %w", err)
 		}
