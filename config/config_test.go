@@ -405,6 +405,8 @@ func TestLoad_BadValueNamesItsKey(t *testing.T) {
 			nil, `config: broker.handlerTimeout: 0s must be greater than 0`},
 		{"duration without unit", ProfileStandalone, map[string]string{"IM_BROKER_HANDLERTIMEOUT": "30"},
 			nil, `config: broker.handlerTimeout: "30" is not a duration`},
+		{"inline hand-off past the handler deadline", ProfileStandalone, map[string]string{"IM_WEBHOOKS_DISPATCHER_INLINEHANDOFF": "30s"},
+			nil, `config: webhooks.dispatcher.inlineHandoff: 30s must be shorter than broker.handlerTimeout (30s): the fan-out hands slow attempts off within its handler's deadline`},
 		{"TTL under a second", ProfileStandalone, map[string]string{"IM_STORE_EXECUTIONSTTL": "500ms"},
 			nil, `config: store.executionsTTL: 500ms must be at least 1s`},
 		{"addr without port", ProfileStandalone, map[string]string{"IM_HTTP_API_ADDR": "8080"},

@@ -171,6 +171,9 @@ func (c *Config) validate(dev devCredentials) []Problem {
 	v.positiveDuration("webhooks.dispatcher.cacheTTL", dc.CacheTTL)
 	v.positiveDuration("webhooks.dispatcher.deferDelay", dc.DeferDelay)
 	v.positiveDuration("webhooks.dispatcher.inlineHandoff", dc.InlineHandoff)
+	if dc.InlineHandoff >= c.Broker.HandlerTimeout {
+		v.fail("webhooks.dispatcher.inlineHandoff", "%s must be shorter than broker.handlerTimeout (%s): the fan-out hands slow attempts off within its handler's deadline", dc.InlineHandoff, c.Broker.HandlerTimeout)
+	}
 	for i, h := range dc.AllowHosts {
 		if h == "" || strings.ContainsAny(h, "@ ") {
 			v.fail(fmt.Sprintf("webhooks.dispatcher.allowHosts[%d]", i), "%q is not a host name, IP or CIDR", h)

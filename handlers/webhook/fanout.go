@@ -213,10 +213,13 @@ func (d *Dispatcher) attemptInline(ctx context.Context, event *message.Message, 
 	return joinAttemptErrors(errs)
 }
 
-// handOff schedules a safety copy of every delivery not done yet and marks
+// handOff schedules a safety copy of every delivery not done yet, then marks
 // them handed off; false if a copy could not be scheduled (the caller then
-// waits for the attempts: the event must not be acked without a copy).
+// waits for the attempts: the event must not be acked without a copy). An
+// attempt that ends between its copy and its mark is left to the copy, which
+// settles it again at worst.
 func (d *Dispatcher) handOff(ctx context.Context, event *message.Message, cmds []domain.DeliverWebhook, done []bool, handedOff []atomic.Bool) bool {
+	var pending []int
 	for i, cmd := range cmds {
 		if done[i] {
 			continue
@@ -227,17 +230,20 @@ func (d *Dispatcher) handOff(ctx context.Context, event *message.Message, cmds [
 		}
 		// The copy runs while (or after) this attempt runs: it must look for the record.
 		m.Metadata.Set(messaging.MetaMaybeDuplicate, "true")
-		handedOff[i].Store(true)
 		applied, err := d.delayer.Delay(ctx, Role, messaging.TopicCmdWebhookDeliver, m, d.notBefore(d.safetyDelay()))
 		if err != nil {
 			d.log.Warn().Err(err).Str("tenantId", cmd.TenantID).Str("deliveryId", cmd.DeliveryID).
 				Msg("could not hand off a slow inline attempt; the event waits for it")
 			return false
 		}
-		d.metrics.handedOff.Inc()
+		pending = append(pending, i)
 		d.log.Debug().Str("tenantId", cmd.TenantID).Str("webhookId", cmd.WebhookID).Str("deliveryId", cmd.DeliveryID).
 			Dur("safetyCopyIn", applied).Msg("slow inline attempt handed off")
 	}
+	for _, i := range pending {
+		handedOff[i].Store(true)
+	}
+	d.metrics.handedOff.Add(float64(len(pending)))
 	return true
 }
 
