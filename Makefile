@@ -15,6 +15,8 @@ FUZZ_TARGETS := \
 	./connector:FuzzDecodePageToken \
 	./connector:FuzzNextLink \
 	./store/embedded:FuzzDecodeToken \
+	./store/embedded:FuzzValidJSON \
+	./store/embedded:FuzzPrepareCommonBodyAgreesWithTheGeneralPath \
 	./store/cosmos:FuzzDecodeToken
 
 .PHONY: build run test lint bench fuzz chaos clean

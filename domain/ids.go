@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -14,19 +13,47 @@ import (
 // characters (130 bits) of the lowercase base32 SHA-256 of the parts joined by
 // NUL, which always satisfies IsValidID for a short lowercase prefix.
 func DeterministicID(prefix string, parts ...string) string {
-	h := sha256.New()
+	if prefix == "" {
+		return string(appendHashID(make([]byte, 0, hashIDLen), parts))
+	}
+	b := make([]byte, 0, len(prefix)+1+hashIDLen)
+	b = append(append(b, prefix...), '_')
+	return string(appendHashID(b, parts))
+}
+
+// hashIDLen is the length of the hash part of a DeterministicID.
+const hashIDLen = 26
+
+// appendHashID appends the first 26 characters (130 bits) of the lowercase
+// base32 SHA-256 of parts joined by NUL.
+func appendHashID(b []byte, parts []string) []byte {
+	n := len(parts)
+	for _, p := range parts {
+		n += len(p)
+	}
+	var stack [256]byte
+	joined := stack[:0]
+	if n > len(stack) {
+		joined = make([]byte, 0, n)
+	}
 	for i, p := range parts {
 		if i > 0 {
-			h.Write([]byte{0})
+			joined = append(joined, 0)
 		}
-		h.Write([]byte(p))
+		joined = append(joined, p...)
 	}
-	// 32 bytes encode to 52 characters plus padding; the first 26 carry no padding.
-	sum := strings.ToLower(base32.StdEncoding.EncodeToString(h.Sum(nil))[:26])
-	if prefix == "" {
-		return sum
+	sum := sha256.Sum256(joined)
+	// base32 encodes 5 bytes into 8 characters, each block on its own: the
+	// first 20 bytes give the first 32 characters of the whole sum's encoding.
+	var enc [32]byte
+	base32.StdEncoding.Encode(enc[:], sum[:20])
+	for _, c := range enc[:hashIDLen] {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
 	}
-	return prefix + "_" + sum
+	return b
 }
 
 // DeliveryID identifies one event's delivery to one endpoint. It is the
@@ -52,3 +79,45 @@ func ScheduledRunID(syncTaskID string, slot time.Time) string {
 func ConflictID(executionID, entity, recordKey string) string {
 	return DeterministicID("cfl", executionID, entity, recordKey)
 }
+
+// OrderedID derives a deterministic id that sorts like key among the ids of
+// one scope, so that a store keeping documents in id order (the embedded
+// bbolt store) puts records with neighbouring keys (an API's sequential ids)
+// on neighbouring pages instead of scattering them: a page of new records
+// then rewrites a few pages per commit, not one per record.
+//
+// The id is prefix + ":" + a 26-character hash of the scope parts (so ids
+// stay unique across scopes, which the Cosmos emulator needs) + ":" + key
+// with every byte outside [A-Za-z0-9.-] written as "_" and two hex digits
+// (so the id satisfies IsValidID and holds none of the characters Cosmos DB
+// refuses). A key too long for that falls back to DeterministicID(prefix,
+// scope..., key), whose "_" after the prefix keeps the two forms apart.
+func OrderedID(prefix string, scope []string, key string) string {
+	n := len(prefix) + 2 + hashIDLen
+	for i := 0; i < len(key) && n <= MaxIDLength; i++ {
+		if orderedRaw(key[i]) {
+			n++
+		} else {
+			n += 3
+		}
+	}
+	if n > MaxIDLength || key == "" {
+		return DeterministicID(prefix, append(append([]string(nil), scope...), key)...)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, prefix...)
+	b = append(b, ':')
+	b = appendHashID(b, scope)
+	b = append(b, ':')
+	const hexDigits = "0123456789abcdef"
+	for i := 0; i < len(key); i++ {
+		if c := key[i]; orderedRaw(c) {
+			b = append(b, c)
+		} else {
+			b = append(b, '_', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+	}
+	return string(b)
+}
+
+func orderedRaw(c byte) bool { return isAlnum(c) || c == '.' || c == '-' }

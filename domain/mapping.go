@@ -175,12 +175,9 @@ func validPath(p string) bool {
 	if p == "" || len(p) > MaxPathLength {
 		return false
 	}
-	for _, seg := range strings.Split(p, ".") {
-		if seg == "" {
-			return false
-		}
-	}
-	return true
+	// No empty segment, checked without splitting: every record's mapping
+	// checks its paths.
+	return p[0] != '.' && p[len(p)-1] != '.' && !strings.Contains(p, "..")
 }
 
 func splitPath(p string) []string { return strings.Split(p, ".") }

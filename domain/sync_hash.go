@@ -107,6 +107,13 @@ func appendCanonical(b []byte, v any, depth int) []byte {
 // appendString writes s as a JSON string; invalid UTF-8 is replaced, as
 // encoding/json does, so equal decoded values hash alike.
 func appendString(b []byte, s string) []byte {
+	if plainJSONString(s) {
+		// What encoding/json writes for it, without its allocations: hashing
+		// is on the path of every record of a sync.
+		b = append(b, '"')
+		b = append(b, s...)
+		return append(b, '"')
+	}
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
@@ -185,4 +192,169 @@ func withoutPaths(rec map[string]any, paths []string) map[string]any {
 		removePath(out, splitPath(p))
 	}
 	return out
+}
+
+// plainJSONString reports whether encoding/json writes s as is between
+// quotes: printable ASCII without '"', '\\' and the characters it escapes
+// for HTML ('<', '>', '&').
+func plainJSONString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20, c >= utf8.RuneSelf, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return false
+		}
+	}
+	return true
+}
+
+// AppendJSON appends v encoded exactly as json.Marshal encodes it, for the
+// values records are made of (maps of string keys, slices, strings, numbers,
+// bools, nil, json.Number), without reflection; anything else goes through
+// json.Marshal. Sync writes every record and its state, so this is on the
+// path of every record.
+func AppendJSON(b []byte, v any) ([]byte, error) {
+	return appendJSON(b, v, 0)
+}
+
+// maxJSONDepth hands deeper values (and self-referencing maps) to
+// json.Marshal, which detects cycles.
+const maxJSONDepth = 256
+
+func appendJSON(b []byte, v any, depth int) ([]byte, error) {
+	if depth > maxJSONDepth {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		return append(b, raw...), nil
+	}
+	switch x := v.(type) {
+	case nil:
+		return append(b, "null"...), nil
+	case string:
+		return AppendJSONString(b, x), nil
+	case bool:
+		return strconv.AppendBool(b, x), nil
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			break // json.Marshal words the refusal
+		}
+		return appendJSONFloat(b, x), nil
+	case json.Number:
+		if x == "" {
+			return append(b, '0'), nil
+		}
+		if !IsJSONNumber(string(x)) {
+			break
+		}
+		return append(b, x...), nil
+	case map[string]any:
+		if x == nil {
+			return append(b, "null"...), nil
+		}
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = AppendJSONString(b, k)
+			b = append(b, ':')
+			var err error
+			if b, err = appendJSON(b, x[k], depth+1); err != nil {
+				return nil, err
+			}
+		}
+		return append(b, '}'), nil
+	case []any:
+		if x == nil {
+			return append(b, "null"...), nil
+		}
+		b = append(b, '[')
+		for i, e := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var err error
+			if b, err = appendJSON(b, e, depth+1); err != nil {
+				return nil, err
+			}
+		}
+		return append(b, ']'), nil
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, raw...), nil
+}
+
+// AppendJSONString appends s as encoding/json writes it (HTML characters escaped).
+func AppendJSONString(b []byte, s string) []byte {
+	if plainJSONString(s) {
+		b = append(b, '"')
+		b = append(b, s...)
+		return append(b, '"')
+	}
+	raw, _ := json.Marshal(s) // a string always encodes
+	return append(b, raw...)
+}
+
+// appendJSONFloat writes a finite float64 as encoding/json does.
+func appendJSONFloat(b []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// Clean up e-09 to e-9, as encoding/json does.
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+// IsJSONNumber reports whether s is a number as JSON spells it.
+func IsJSONNumber(s string) bool {
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		n := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
 }

@@ -3,6 +3,7 @@ package domain
 import (
 	"encoding/json"
 	"math"
+	"strings"
 	"testing"
 	"time"
 )
@@ -86,5 +87,21 @@ func TestContentHash_SurvivesSelfReference(t *testing.T) {
 	m["self"] = m
 	if ContentHash(m) == "" {
 		t.Fatal("no hash")
+	}
+}
+
+// The hashes stored in sync state must not change with the encoder's speed-ups:
+// every string encodes exactly as encoding/json writes it.
+func TestAppendString_MatchesEncodingJSON(t *testing.T) {
+	odd := []string{"", "plain", "c0000001", "a b~\x7f", `quote"`, `back\slash`, "<tag>&amp;", "tab\there", "nl\n", "\x00\x1f",
+		"é unicode ☃", "\u2028\u2029", "bad \xff utf8", "emoji 😀", "ascii ~!#$%'()*+,-./:;=?@[]^_`{|}"}
+	for c := 0; c < 256; c++ {
+		odd = append(odd, "x"+string(rune(c))+"y", "x"+string([]byte{byte(c)})+"y")
+	}
+	for _, s := range odd {
+		want, _ := json.Marshal(strings.ToValidUTF8(s, "\uFFFD"))
+		if got := appendString(nil, s); string(got) != string(want) {
+			t.Errorf("appendString(%q) = %s, want %s", s, got, want)
+		}
 	}
 }

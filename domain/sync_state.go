@@ -39,9 +39,11 @@ type PendingConflict struct {
 func (s RecordState) Key() (partitionKey, id string) { return s.SyncTaskID, s.ID }
 
 // RecordStateID identifies the state of one record of one sync task. The
-// task is part of the hash so ids are unique across partitions too.
+// task is part of it so ids are unique across partitions too. The ids of a
+// task's states sort like their record keys (OrderedID), so the states of a
+// page of sequential keys share the embedded store's pages.
 func RecordStateID(syncTaskID, recordKey string) string {
-	return DeterministicID("rst", syncTaskID, recordKey)
+	return OrderedID("rst", []string{syncTaskID}, recordKey)
 }
 
 // NewRecordState returns the empty state of a record never synced.
@@ -318,4 +320,81 @@ func (s *RecordState) MarkConflict(conflictID string, external, internal *SideRe
 		InternalHash: s.currentHash(internal, false),
 		DetectedAt:   now,
 	}
+}
+
+// EncodeJSON returns s encoded exactly as json.Marshal encodes it, without
+// reflection (a run writes the state of every record it syncs).
+func (s *RecordState) EncodeJSON() ([]byte, error) {
+	b := make([]byte, 0, 1024) // a state with a small record's snapshot fits
+	b = append(b, `{"id":`...)
+	b = AppendJSONString(b, s.ID)
+	b = append(b, `,"syncTaskId":`...)
+	b = AppendJSONString(b, s.SyncTaskID)
+	b = append(b, `,"tenantId":`...)
+	b = AppendJSONString(b, s.TenantID)
+	b = append(b, `,"recordKey":`...)
+	b = AppendJSONString(b, s.RecordKey)
+	if s.ExternalHash != "" {
+		b = append(b, `,"externalHash":`...)
+		b = AppendJSONString(b, s.ExternalHash)
+	}
+	if s.InternalHash != "" {
+		b = append(b, `,"internalHash":`...)
+		b = AppendJSONString(b, s.InternalHash)
+	}
+	var err error
+	if len(s.BaseSnapshot) > 0 {
+		b = append(b, `,"baseSnapshot":`...)
+		if b, err = AppendJSON(b, s.BaseSnapshot); err != nil {
+			return nil, err
+		}
+	}
+	for _, t := range []struct {
+		name string
+		at   time.Time
+	}{{`,"externalModifiedAt":`, s.ExternalModifiedAt}, {`,"internalModifiedAt":`, s.InternalModifiedAt}, {`,"lastSyncedAt":`, s.LastSyncedAt}} {
+		if t.at.IsZero() {
+			continue
+		}
+		b = append(b, t.name...)
+		if b, err = appendJSONTime(b, t.at); err != nil {
+			return nil, err
+		}
+	}
+	if s.Deleted {
+		b = append(b, `,"deleted":true`...)
+	}
+	if c := s.Conflict; c != nil {
+		b = append(b, `,"conflict":{"conflictId":`...)
+		b = AppendJSONString(b, c.ConflictID)
+		if c.ExternalHash != "" {
+			b = append(b, `,"externalHash":`...)
+			b = AppendJSONString(b, c.ExternalHash)
+		}
+		if c.InternalHash != "" {
+			b = append(b, `,"internalHash":`...)
+			b = AppendJSONString(b, c.InternalHash)
+		}
+		b = append(b, `,"detectedAt":`...)
+		if b, err = appendJSONTime(b, c.DetectedAt); err != nil {
+			return nil, err
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}'), nil
+}
+
+// appendJSONTime writes t as its MarshalJSON does (which also refuses what
+// RFC 3339 cannot hold): times in UTC, what runs write, directly.
+func appendJSONTime(b []byte, t time.Time) ([]byte, error) {
+	if _, off := t.Zone(); off != 0 || t.Year() < 0 || t.Year() > 9999 {
+		raw, err := t.MarshalJSON()
+		if err != nil {
+			return nil, err
+		}
+		return append(b, raw...), nil
+	}
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"'), nil
 }

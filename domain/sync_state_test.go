@@ -1,7 +1,10 @@
 package domain
 
 import (
+	"encoding/json"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -244,5 +247,70 @@ func TestRecordState_KeyIsPerTaskAndRecord(t *testing.T) {
 	}
 	if NewRecordState("t1", "task2", "k1").ID == id || NewRecordState("t1", "task1", "k2").ID == id {
 		t.Error("ids collide across tasks or records")
+	}
+}
+
+// The hand-written encoders must write what json.Marshal writes, byte for
+// byte, whatever a record holds.
+func TestRecordStateEncodeJSON_MatchesEncodingJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	values := []any{nil, "", "plain", "<html>&", `q"\`, "é☃\u2028", "bad\xff", true, false, 0.0, -0.0, 1.0, 1.5, -2.25e-7, 1e21, 123456789012345678.0,
+		1e-6, 5e-324, json.Number("12.50"), json.Number(""), json.Number("-0e+3"), map[string]any(nil), []any(nil), []any{}, map[string]any{},
+		int64(7), time.Date(2024, 1, 2, 3, 4, 5, 6, time.UTC), []string{"a"}, map[string]string{"k": "<v>"}}
+	var value func(depth int) any
+	value = func(depth int) any {
+		switch n := rng.IntN(10); {
+		case depth < 3 && n == 0:
+			m := map[string]any{}
+			for i := range rng.IntN(5) {
+				m[fmt.Sprintf("k%d<%c>", i, 'a'+rng.IntN(26))] = value(depth + 1)
+			}
+			return m
+		case depth < 3 && n == 1:
+			s := make([]any, rng.IntN(4))
+			for i := range s {
+				s[i] = value(depth + 1)
+			}
+			return s
+		default:
+			return values[rng.IntN(len(values))]
+		}
+	}
+	times := []time.Time{{}, time.Date(2026, 11, 26, 2, 0, 0, 123456789, time.UTC), time.Date(2026, 1, 1, 0, 0, 0, 0, time.FixedZone("x", 3600)),
+		time.Date(2026, 1, 1, 0, 0, 0, 0, time.FixedZone("odd", 3600+17)), time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}
+	pick := func(s ...string) string { return s[rng.IntN(len(s))] }
+	for range 2000 {
+		st := RecordState{
+			ID: pick("rst:abc:c1", `odd"id<>`), SyncTaskID: pick("task", ""), TenantID: "tenant-a", RecordKey: pick("c1", "é/\\"),
+			ExternalHash: pick("", "abc"), InternalHash: pick("", "def"),
+			ExternalModifiedAt: times[rng.IntN(len(times))], InternalModifiedAt: times[rng.IntN(len(times))], LastSyncedAt: times[rng.IntN(len(times))],
+			Deleted: rng.IntN(2) == 0,
+		}
+		if rng.IntN(3) > 0 {
+			if m, ok := value(0).(map[string]any); ok {
+				st.BaseSnapshot = m
+			} else {
+				st.BaseSnapshot = map[string]any{"v": value(1)}
+			}
+		}
+		if rng.IntN(3) == 0 {
+			st.Conflict = &PendingConflict{ConflictID: "cfl_1", ExternalHash: pick("", "e"), InternalHash: pick("", "i"), DetectedAt: times[rng.IntN(len(times))]}
+		}
+		want, wantErr := json.Marshal(st)
+		got, err := st.EncodeJSON()
+		if (err != nil) != (wantErr != nil) || string(got) != string(want) {
+			t.Fatalf("EncodeJSON of %+v:\n got %s (%v)\nwant %s (%v)", st, got, err, want, wantErr)
+		}
+	}
+	for _, bad := range []any{math.NaN(), math.Inf(1), json.Number("1x"), func() {}} {
+		st := RecordState{BaseSnapshot: map[string]any{"x": bad}}
+		if _, err := st.EncodeJSON(); err == nil {
+			t.Errorf("a snapshot holding %#v encoded without error", bad)
+		}
+	}
+	cyclic := map[string]any{}
+	cyclic["self"] = cyclic
+	if _, err := (&RecordState{BaseSnapshot: cyclic}).EncodeJSON(); err == nil {
+		t.Error("a self-referencing snapshot encoded without error")
 	}
 }

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/castiel/integration-manager/domain"
 	"github.com/castiel/integration-manager/store"
@@ -19,9 +22,12 @@ const DefaultTombstoneRetention = 30 * 24 * time.Hour
 // record in a container partitioned by "partition" = tenantId + "/" + entity
 // (store.LocalShardsContainer).
 //
-// Document ids are DeterministicID("shd", tenant, entity, key): any key is
-// safe as an id (no '/', bounded length), and ids are unique across partitions
-// too, which the Cosmos emulator needs (it keys documents by id alone).
+// Document ids are OrderedID("shd", [tenant, entity], key): any key is safe
+// as an id (escaped, bounded length), ids are unique across partitions too,
+// which the Cosmos emulator needs (it keys documents by id alone), and they
+// sort like the keys, so records with neighbouring keys share the embedded
+// store's pages (a batch of sequential keys rewrites few of them) and List
+// returns records in key order.
 //
 // Delete leaves a tombstone so List can report the deletion. Tombstones older
 // than the retention are hidden and removed as List passes them; they also
@@ -93,7 +99,7 @@ func LocalPartition(tenantID, entity string) string { return tenantID + "/" + en
 
 // LocalID is the document id of one record.
 func LocalID(tenantID, entity, key string) string {
-	return domain.DeterministicID("shd", tenantID, entity, key)
+	return domain.OrderedID("shd", []string{tenantID, entity}, key)
 }
 
 // Get returns the live record.
@@ -109,6 +115,23 @@ func (l *Local) Get(ctx context.Context, tenantID, entity, key string) (Record, 
 		return Record{}, fmt.Errorf("%w: %s/%s", ErrNotFound, entity, key)
 	}
 	return doc.record(etag), nil
+}
+
+// IsCurrent reports whether version (a Record.Version) is still the stored
+// version of the record, live or tombstone, without decoding it: a sync run
+// checks a record it listed is unchanged before it pushes it.
+func (l *Local) IsCurrent(ctx context.Context, tenantID, entity, key, version string) (bool, error) {
+	if err := checkRef(tenantID, entity, key); err != nil {
+		return false, err
+	}
+	it, err := l.c.Read(ctx, LocalPartition(tenantID, entity), LocalID(tenantID, entity, key))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, storeErr("get", key, err)
+	}
+	return version != "" && it.ETag == version, nil
 }
 
 // Put writes the record, replacing any version or tombstone.
@@ -128,55 +151,113 @@ func (l *Local) Put(ctx context.Context, tenantID, entity, key string, data map[
 	return rec, nil
 }
 
-// localDocBody is localDoc with its data already encoded, so a put encodes
-// the record once for the size check, the stored body and the copy it returns.
-type localDocBody struct {
-	ID         string          `json:"id"`
-	Partition  string          `json:"partition"`
-	TenantID   string          `json:"tenantId"`
-	Entity     string          `json:"entity"`
-	RecordKey  string          `json:"recordKey"`
-	Data       json.RawMessage `json:"data,omitempty"`
-	ModifiedAt time.Time       `json:"modifiedAt"`
-	Deleted    bool            `json:"deleted,omitempty"`
-	TTL        int             `json:"ttl"`
-}
-
 // encodePut returns the document id and body of a put of data, and the
-// record it writes (without its version). The record's data is decoded from
-// what is stored (numbers become float64, and so on), so a caller hashing
-// it gets what a later Get would give, and it shares no maps with data.
+// record it writes (without its version). The record's data is what a later
+// Get would give (numbers become float64, and so on) and shares no maps with
+// data. The body is assembled around the encoded data (the fields of
+// localDoc, in order) rather than encoded twice: a pull puts every record.
 func (l *Local) encodePut(tenantID, entity, key string, data map[string]any) (string, []byte, Record, error) {
-	raw, err := json.Marshal(data)
+	raw, err := domain.AppendJSON(nil, data)
 	if err != nil {
 		return "", nil, Record{}, fmt.Errorf("%w: record %s cannot be encoded as JSON: %v", ErrInvalid, key, err)
 	}
 	if len(raw) > MaxRecordBytes {
 		return "", nil, Record{}, fmt.Errorf("%w: record %s of %d bytes exceeds %d", ErrInvalid, key, len(raw), MaxRecordBytes)
 	}
-	doc := localDocBody{
-		ID:         LocalID(tenantID, entity, key),
-		Partition:  LocalPartition(tenantID, entity),
-		TenantID:   tenantID,
-		Entity:     entity,
-		RecordKey:  key,
-		ModifiedAt: l.now().UTC(),
-		TTL:        -1,
-	}
+	id, at := LocalID(tenantID, entity, key), l.now().UTC()
+	body := make([]byte, 0, len(raw)+len(id)+2*len(tenantID)+2*len(entity)+len(key)+128)
+	body = append(body, `{"id":`...)
+	body = domain.AppendJSONString(body, id)
+	body = append(body, `,"partition":`...)
+	body = domain.AppendJSONString(body, LocalPartition(tenantID, entity))
+	body = append(body, `,"tenantId":`...)
+	body = domain.AppendJSONString(body, tenantID)
+	body = append(body, `,"entity":`...)
+	body = domain.AppendJSONString(body, entity)
+	body = append(body, `,"recordKey":`...)
+	body = domain.AppendJSONString(body, key)
 	if len(data) > 0 {
-		doc.Data = raw
+		body = append(body, `,"data":`...)
+		body = append(body, raw...)
 	}
-	body, err := json.Marshal(doc)
-	if err != nil {
-		return "", nil, Record{}, fmt.Errorf("shards: encode record %s: %w", key, err)
-	}
-	back := map[string]any{}
-	if len(data) > 0 {
-		if err := json.Unmarshal(raw, &back); err != nil {
-			return "", nil, Record{}, fmt.Errorf("shards: re-read record %s: %w", key, err)
+	body = append(body, `,"modifiedAt":`...)
+	body = at.AppendFormat(append(body, '"'), time.RFC3339Nano)
+	body = append(body, `","ttl":-1}`...)
+	back, ok := jsonClone(data)
+	if !ok {
+		back = map[string]any{}
+		if len(data) > 0 {
+			if err := json.Unmarshal(raw, &back); err != nil {
+				return "", nil, Record{}, fmt.Errorf("shards: re-read record %s: %w", key, err)
+			}
 		}
 	}
-	return doc.ID, body, Record{Key: key, Data: back, ModifiedAt: doc.ModifiedAt}, nil
+	return id, body, Record{Key: key, Data: back, ModifiedAt: at}, nil
+}
+
+// jsonClone returns a deep copy of data holding what decoding its JSON
+// encoding gives (float64 numbers, valid UTF-8), without the round trip;
+// ok is false for anything it cannot vouch for, which the caller then
+// decodes.
+func jsonClone(data map[string]any) (map[string]any, bool) {
+	if len(data) == 0 {
+		return map[string]any{}, true // stored without data: read back as an empty object
+	}
+	v, ok := jsonCloneValue(data, 0)
+	if !ok {
+		return nil, false
+	}
+	return v.(map[string]any), true
+}
+
+// maxCloneDepth leaves deep records to the decoder (and its own limits).
+const maxCloneDepth = 32
+
+func jsonCloneValue(v any, depth int) (any, bool) {
+	if depth > maxCloneDepth {
+		return nil, false
+	}
+	switch x := v.(type) {
+	case nil, bool:
+		return x, true
+	case string:
+		return x, utf8.ValidString(x)
+	case float64:
+		return x, !math.IsInf(x, 0) && !math.IsNaN(x)
+	case json.Number:
+		f, err := strconv.ParseFloat(string(x), 64)
+		return f, err == nil && domain.IsJSONNumber(string(x))
+	case map[string]any:
+		if x == nil {
+			return nil, true // null
+		}
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			if !utf8.ValidString(k) {
+				return nil, false
+			}
+			c, ok := jsonCloneValue(e, depth+1)
+			if !ok {
+				return nil, false
+			}
+			out[k] = c
+		}
+		return out, true
+	case []any:
+		if x == nil {
+			return nil, true // null
+		}
+		out := make([]any, len(x))
+		for i, e := range x {
+			c, ok := jsonCloneValue(e, depth+1)
+			if !ok {
+				return nil, false
+			}
+			out[i] = c
+		}
+		return out, true
+	}
+	return nil, false
 }
 
 // Delete turns the live record into a tombstone.

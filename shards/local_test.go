@@ -1,7 +1,11 @@
 package shards_test
 
 import (
+	"encoding/json"
 	"errors"
+	"math"
+	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -124,5 +128,107 @@ func TestNewLocal_RefusesNilContainer(t *testing.T) {
 	}
 	if _, err := shards.NewHandler(nil); err == nil {
 		t.Fatal("NewHandler(nil) succeeded")
+	}
+}
+
+// A put returns the record a later Get (and a batch write) gives, whatever
+// Go values the caller's data holds: the sync hashes one and compares it
+// with the hash of the other on the next run.
+func TestLocal_PutReturnsWhatGetReads(t *testing.T) {
+	l := newLocal(t, openEmbedded(t))
+	ctx := t.Context()
+	cases := map[string]map[string]any{
+		"nil":       nil,
+		"empty":     {},
+		"strings":   {"name": "Ada", "html": "<b>&amp;</b>", "quote": `"q"\`, "uni": "é☃\u2028", "bad": "x\xffy"},
+		"numbers":   {"f": 1.5, "i": 7, "big": int64(1) << 60, "n": json.Number("12.50"), "e": json.Number("1e3"), "neg": -0.0},
+		"nested":    {"a": map[string]any{"b": []any{1.0, "x", nil, true, map[string]any{"c": json.Number("3")}}}, "nilmap": map[string]any(nil), "nilslice": []any(nil)},
+		"typed":     {"when": time.Date(2024, 1, 2, 3, 4, 5, 6, time.UTC), "tags": []string{"a", "b"}, "m": map[string]string{"k": "v"}},
+		"bad key":   {"k\xff": "v"},
+		"odd ascii": {"~!#$%'()*+,-./:;=?@[]^_`{|}": "\x7f\x01"},
+	}
+	for name, data := range cases {
+		key := "k-" + name
+		put := mustPut(t, l, "t1", "contacts", key, data)
+		got, err := l.Get(ctx, "t1", "contacts", key)
+		if err != nil {
+			t.Fatalf("%s: get: %v", name, err)
+		}
+		if len(data) > 0 && !reflect.DeepEqual(put.Data, got.Data) { // no data: {} from a put, nil from a read, hashed alike
+			t.Errorf("%s: put returned %#v, get reads %#v", name, put.Data, got.Data)
+		}
+		if domain.ContentHash(put.Data) != domain.ContentHash(got.Data) {
+			t.Errorf("%s: the hashes of the put and the read record differ", name)
+		}
+		res, err := l.WriteBatch(ctx, "t1", "contacts", []shards.Write{{Key: key + "-b", Data: data}})
+		if err != nil || res[0].Err != nil {
+			t.Fatalf("%s: batch: %v %v", name, err, res[0].Err)
+		}
+		if !reflect.DeepEqual(res[0].Record.Data, put.Data) {
+			t.Errorf("%s: batch returned %#v, want %#v", name, res[0].Record.Data, got.Data)
+		}
+		if !got.ModifiedAt.Equal(put.ModifiedAt) {
+			t.Errorf("%s: modifiedAt read %v, put %v", name, got.ModifiedAt, put.ModifiedAt)
+		}
+	}
+	if _, err := l.Put(ctx, "t1", "contacts", "nan", map[string]any{"x": math.NaN()}); !errors.Is(err, shards.ErrInvalid) {
+		t.Errorf("a NaN put: %v, want ErrInvalid", err)
+	}
+}
+
+// Records with neighbouring keys get neighbouring ids (the embedded store
+// keeps them on the same pages), and List walks them in key order.
+func TestLocal_ListsInKeyOrder(t *testing.T) {
+	l := newLocal(t, openEmbedded(t))
+	keys := []string{"c0000003", "c0000001", "a/b", "c0000002", "c0000010", "Z"}
+	for _, k := range keys {
+		mustPut(t, l, "t1", "contacts", k, map[string]any{"k": k})
+	}
+	var got []string
+	for _, r := range listAll(t, l, "t1", "contacts", 2) {
+		got = append(got, r.Key)
+	}
+	want := []string{"Z", "a/b", "c0000001", "c0000002", "c0000003", "c0000010"}
+	if !slices.Equal(got, want) {
+		t.Errorf("listed %v, want %v", got, want)
+	}
+}
+
+// A sync run pushes a record it listed only if that version is still the
+// stored one; every write, a delete included, makes it stale.
+func TestLocal_IsCurrentFollowsEveryWrite(t *testing.T) {
+	l := newLocal(t, openEmbedded(t))
+	ctx := t.Context()
+	current := func(key, version string) bool {
+		t.Helper()
+		ok, err := l.IsCurrent(ctx, "t1", "contacts", key, version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	v1 := mustPut(t, l, "t1", "contacts", "k", map[string]any{"n": 1.0}).Version
+	if !current("k", v1) {
+		t.Fatal("the version just written is not current")
+	}
+	v2 := mustPut(t, l, "t1", "contacts", "k", map[string]any{"n": 2.0}).Version
+	if current("k", v1) || !current("k", v2) {
+		t.Fatalf("after a second put: v1 current %v, v2 current %v; want only v2", current("k", v1), current("k", v2))
+	}
+	if err := l.Delete(ctx, "t1", "contacts", "k"); err != nil {
+		t.Fatal(err)
+	}
+	if current("k", v2) {
+		t.Error("the version before the delete is still current")
+	}
+	recs := listAll(t, l, "t1", "contacts", 0)
+	if len(recs) != 1 || !recs[0].Deleted || !current("k", recs[0].Version) {
+		t.Errorf("the listed tombstone %+v is not current", recs)
+	}
+	if current("missing", v2) || current("k", "") {
+		t.Error("a missing record or an empty version is current")
+	}
+	if _, err := l.IsCurrent(ctx, "t1", "contacts", "", v2); !errors.Is(err, shards.ErrInvalid) {
+		t.Errorf("an empty key: %v, want ErrInvalid", err)
 	}
 }

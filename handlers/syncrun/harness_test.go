@@ -199,13 +199,21 @@ func (a *auditLog) count(action syncrun.AuditAction) int {
 // writeCounter counts successful writes (POST, PATCH, PUT, DELETE) that
 // reach the API and calls after with the running total.
 type writeCounter struct {
-	next  http.RoundTripper
-	n     atomic.Int64
-	after atomic.Pointer[func(n int64)]
+	next      http.RoundTripper
+	n         atomic.Int64
+	after     atomic.Pointer[func(n int64)]
+	reads     atomic.Int64
+	afterRead atomic.Pointer[func(n int64)] // called after each GET is answered, before the caller sees it
 }
 
 func (w *writeCounter) RoundTrip(r *http.Request) (*http.Response, error) {
 	resp, err := w.next.RoundTrip(r)
+	if err == nil && r.Method == http.MethodGet {
+		n := w.reads.Add(1)
+		if f := w.afterRead.Load(); f != nil {
+			(*f)(n)
+		}
+	}
 	if err == nil && r.Method != http.MethodGet && resp.StatusCode < 300 && r.URL.Path != "/oauth/token" {
 		n := w.n.Add(1)
 		if f := w.after.Load(); f != nil {

@@ -307,3 +307,37 @@ func TestRun_RedeliveryOfAFinishedRunIsAcked(t *testing.T) {
 		t.Error("a redelivered finished run called the API or published again")
 	}
 }
+
+// A record edited while a run pages the API can be listed on two pages in a
+// row (offset pagination: the edit moves it to the end). The next page is
+// planned while the one before is still being written, so this checks the
+// second listing waits for the first: it is applied as an update of what the
+// first wrote, never taken for a second record or a conflict.
+func TestRun_ARecordListedOnTwoPagesInARowIsAppliedInOrder(t *testing.T) {
+	hs := newHarness(t, harnessConfig{fake: fakeapi.Options{Mode: fakeapi.Mode{Pagination: domain.PaginationOffset, PageSize: 20}}})
+	hs.srv.SeedN(entity, 40)
+	hs.task("st-twice", domain.DirectionPull, domain.ModeIncremental)
+	hs.writes.afterRead.Store(ptr(func(n int64) {
+		if n == 1 { // page 1 is answered; page 2 is asked for next
+			if _, ok := hs.srv.Edit(entity, "c0000005", func(r *fakeapi.Record) { r.Name = "Edited" }); !ok {
+				t.Error("the fake has no record c0000005")
+			}
+		}
+	}))
+
+	e := hs.run("run-twice", "st-twice")
+	mustStatus(t, e, domain.ExecCompleted)
+	s := stats(e)
+	if s.Updated != 1 || s.Conflicts != 0 || s.Failed != 0 {
+		t.Errorf("stats %+v: want the second listing of c0000005 applied as one update, no conflict", s)
+	}
+	if got, ok := hs.shardRecord("c0000005"); !ok || got["fullName"] != "Edited" {
+		t.Errorf("c0000005 in the shard is %v, want the edited version", got)
+	}
+	if n := hs.shards.putsOf("c0000005"); n != 2 {
+		t.Errorf("c0000005 was written to the shard %d times, want 2 (added, then updated)", n)
+	}
+	if n := len(hs.events.ofType(domain.TypeConflictDetected)); n != 0 {
+		t.Errorf("%d conflicts announced, want none", n)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/castiel/integration-manager/domain"
 	"github.com/castiel/integration-manager/shards"
 	"github.com/castiel/integration-manager/store"
+	"github.com/castiel/integration-manager/store/docfields"
 )
 
 // errStateRaced: the record's state changed between its read and the run's
@@ -37,6 +38,8 @@ type recItem struct {
 	ext, in   *domain.SideRecord
 	readAt    time.Time // when the side given (raw or in) was read; zero: not checked
 	count     bool      // an unchanged record counts as such (not in the shard walk, which sees every record every run)
+	tally     *tally    // where the record is counted until its page's checkpoint; nil: the run's counts
+	version   string    // the shard's version of in, as the walk listed it ("": unknown)
 }
 
 // plan is one record's decided change whose durable writes wait to be
@@ -63,14 +66,17 @@ const maxStateRaces = 3
 // store batches, written as they come (a push's state follows its API write
 // within one group commit). A key listed twice is synced again in a later
 // round, after its first version is written.
-func (r *run) reconcileAll(ctx context.Context, items []recItem) error {
+//
+// gate (nil: none) holds the pulls back until it is closed: the page before
+// is checkpointed first.
+func (r *run) reconcileAll(ctx context.Context, items []recItem, gate <-chan struct{}) error {
 	for len(items) > 0 {
 		round, rest := uniqueKeys(items)
 		for attempt := 0; len(round) > 0; attempt++ {
 			if attempt > maxStateRaces {
 				return transientRun("store", fmt.Errorf("record %s: its sync state kept changing under the run", round[0].key))
 			}
-			raced, err := r.reconcileRound(ctx, round)
+			raced, err := r.reconcileRound(ctx, round, gate)
 			if err != nil {
 				return err
 			}
@@ -102,7 +108,7 @@ func uniqueKeys(items []recItem) (round, rest []recItem) {
 // meanwhile (within RecordGrace), so a shutdown never leaves an API write
 // without the state that records it; pulls not yet written to the shard are
 // simply replayed.
-func (r *run) reconcileRound(ctx context.Context, items []recItem) ([]recItem, error) {
+func (r *run) reconcileRound(ctx context.Context, items []recItem, gate <-chan struct{}) ([]recItem, error) {
 	wctx, wdone := r.recordContext(ctx)
 	defer wdone()
 	pctx, stop := context.WithCancelCause(ctx)
@@ -139,6 +145,15 @@ func (r *run) reconcileRound(ctx context.Context, items []recItem) ([]recItem, e
 		}
 	})
 	var serr error
+	if perr == nil && len(pulls) > 0 && gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			perr = context.Cause(ctx) // the pulls are replayed
+		}
+	}
 	if perr == nil {
 		serr = r.writeShards(wctx, pulls, w)
 	}
@@ -166,7 +181,7 @@ func (r *run) plan(ctx context.Context, it recItem) (*plan, error) {
 		deleted := it.tombstone || r.client.IsDeleted(r.entity.Name, it.raw)
 		ext, err := domain.ExternalSideRecord(r.entity, r.task.Mapping, it.raw, deleted)
 		if err != nil {
-			r.fail(it.key, "", err)
+			r.failItem(it.tally, it.key, "", err)
 			return nil, nil
 		}
 		it.ext = ext
@@ -185,7 +200,7 @@ func (r *run) plan(ctx context.Context, it recItem) (*plan, error) {
 		// need not be read: the common case of a re-read costs one point
 		// read (and the decoding of two fields of it).
 		if it.count {
-			r.count(domain.ActionUnchanged)
+			r.countItem(it.tally, domain.ActionUnchanged)
 		}
 		return nil, nil
 	}
@@ -214,7 +229,7 @@ func (r *run) plan(ctx context.Context, it recItem) (*plan, error) {
 	if in == nil {
 		if in, err = r.readInternal(ctx, it.key); err != nil {
 			if errors.Is(err, shards.ErrInvalid) {
-				r.fail(it.key, "", err)
+				r.failItem(it.tally, it.key, "", err)
 				return nil, nil
 			}
 			return nil, err
@@ -229,9 +244,9 @@ func (r *run) plan(ctx context.Context, it recItem) (*plan, error) {
 		// pushed over a resolution. (Only pushes: a conflict seen in the listing
 		// is left to the state's pending conflict, and a read racing a resolution
 		// in progress would raise a spurious one.)
-		if in, err = r.readInternal(ctx, it.key); err != nil {
+		if in, err = r.rereadInternal(ctx, it); err != nil {
 			if errors.Is(err, shards.ErrInvalid) {
-				r.fail(it.key, "", err)
+				r.failItem(it.tally, it.key, "", err)
 				return nil, nil
 			}
 			return nil, err
@@ -253,7 +268,7 @@ func (r *run) plan(ctx context.Context, it recItem) (*plan, error) {
 	var rf *recordFailure
 	switch {
 	case errors.As(err, &rf):
-		r.fail(it.key, d.Action, rf.err)
+		r.failItem(it.tally, it.key, d.Action, rf.err)
 		return nil, nil
 	case err != nil:
 		return nil, err
@@ -273,7 +288,7 @@ func (r *run) committed(p *plan, etag string) {
 
 func (r *run) countPlan(p *plan) {
 	if p.countAs != "" {
-		r.count(p.countAs)
+		r.countItem(p.it.tally, p.countAs)
 	}
 }
 
@@ -343,11 +358,32 @@ type stateHead struct {
 // unchangedExternally reports whether the stored state agrees with ext and
 // has no pending conflict, without decoding the whole state.
 func unchangedExternally(body []byte, ext *domain.SideRecord) bool {
-	var h stateHead
-	if json.Unmarshal(body, &h) != nil {
+	h, err := decodeStateHead(body)
+	if err != nil {
 		return false // decoded in full, and refused, by the caller
 	}
-	return (len(h.Conflict) == 0 || string(h.Conflict) == "null") && h.ExternalHash == ext.ContentHash()
+	return docfields.IsNull(h.Conflict) && h.ExternalHash == ext.ContentHash()
+}
+
+// versionChecker is a shard store that can tell whether a record is still
+// at a version without reading it whole (*shards.Local).
+type versionChecker interface {
+	IsCurrent(ctx context.Context, tenantID, entity, key, version string) (bool, error)
+}
+
+// rereadInternal reads Castiel's side of a listed record again: the listed
+// version itself when the store says it is still the current one.
+func (r *run) rereadInternal(ctx context.Context, it recItem) (*domain.SideRecord, error) {
+	if vc, ok := r.h.shards.(versionChecker); ok && it.version != "" {
+		current, err := vc.IsCurrent(ctx, r.task.TenantID, r.task.Entity, it.key, it.version)
+		if err != nil {
+			return nil, fmt.Errorf("read %s from the shard: %w", it.key, err)
+		}
+		if current {
+			return it.in, nil
+		}
+	}
+	return r.readInternal(ctx, it.key)
 }
 
 func (r *run) readInternal(ctx context.Context, key string) (*domain.SideRecord, error) {
@@ -464,7 +500,7 @@ func (r *run) writeShards(ctx context.Context, pulls []*plan, w *stateWriter) er
 		case res.Err == nil:
 			p.st.Agree(p.side, res.Record.Side(), p.now)
 		case errors.Is(res.Err, shards.ErrInvalid):
-			r.fail(p.it.key, p.d.Action, fmt.Errorf("the shard refused the write: %w", res.Err))
+			r.failItem(p.it.tally, p.it.key, p.d.Action, fmt.Errorf("the shard refused the write: %w", res.Err))
 			continue
 		default:
 			first = cmp.Or(first, fmt.Errorf("write %s in the shard: %w", p.it.key, res.Err))

@@ -3,7 +3,6 @@ package syncrun
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -113,17 +112,22 @@ func (r *run) next(p domain.SyncRunPhase) domain.SyncRunPhase {
 
 type lister func(ctx context.Context, entity string, req connector.PageRequest) (connector.Page, error)
 
-type fetched struct {
-	page connector.Page
-	at   time.Time // when the page was asked for
-	err  error
+// listedPage is one page of a phase's listing, ready to sync.
+type listedPage struct {
+	items     []recItem
+	keys      []string
+	tally     *tally // where its records are counted until its checkpoint
+	read      int    // records listed
+	next      string // the position after it; "": it is the last page
+	maxCursor string
+	err       error // the listing failed
 }
 
 // prefetch reads pages from req on, one ahead of the caller, so the API's
 // latency overlaps the work on the previous page. It stops after the last
 // page, an error, or when ctx ends.
-func (r *run) prefetch(ctx context.Context, wg *sync.WaitGroup, list lister, req connector.PageRequest) <-chan fetched {
-	ch := make(chan fetched, 1)
+func (r *run) prefetch(ctx context.Context, wg *sync.WaitGroup, phase domain.SyncRunPhase, list lister, req connector.PageRequest) <-chan listedPage {
+	ch := make(chan listedPage, 1)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -131,8 +135,16 @@ func (r *run) prefetch(ctx context.Context, wg *sync.WaitGroup, list lister, req
 		for {
 			at := r.h.now()
 			p, err := list(ctx, r.entity.Name, req)
+			lp := listedPage{err: err}
+			if err != nil {
+				lp.err = fmt.Errorf("read %s (%s): %w", r.entity.Name, phase, err)
+			} else {
+				lp.tally = &tally{}
+				lp.items, lp.keys = r.pageItems(p.Records, phase == domain.PhasePullDeleted, at, lp.tally)
+				lp.read, lp.next, lp.maxCursor = len(p.Records), p.NextPageToken, p.MaxCursor
+			}
 			select {
-			case ch <- fetched{p, at, err}:
+			case ch <- lp:
 			case <-ctx.Done():
 				return
 			}
@@ -154,45 +166,72 @@ func (r *run) readExternal(ctx context.Context, phase domain.SyncRunPhase, list 
 		cancel()
 		wg.Wait() // no request of this run outlives it
 	}()
-	pages := r.prefetch(fctx, &wg, list, connector.PageRequest{PageToken: r.prog.PageToken, Since: r.prog.Since})
-	for f := range pages {
-		if f.err != nil {
-			return fmt.Errorf("read %s (%s): %w", r.entity.Name, phase, f.err)
+	return r.syncPages(ctx, phase, r.prefetch(fctx, &wg, phase, list, connector.PageRequest{PageToken: r.prog.PageToken, Since: r.prog.Since}))
+}
+
+// syncPages syncs the pages of a phase in order, checkpointing the run after
+// each.
+//
+// A page is listed and planned (its records' states and the other side read,
+// classified, mapped; pushes made) while the page before it is written and
+// checkpointed, so the store's commits of one overlap the work on the next.
+// What keeps that safe: a page sharing a key with the page in flight waits
+// for it (so the key's second version sees the state its first wrote); a
+// page writes its pulls only once the page before is checkpointed, so a run
+// interrupted mid-way has written nothing past the page after its last
+// checkpoint (replayed, those records are found in agreement); and each page
+// keeps its counts (tally) until its own checkpoint, so a checkpoint never
+// counts records of a page a resumed run will replay.
+func (r *run) syncPages(ctx context.Context, phase domain.SyncRunPhase, pages <-chan listedPage) error {
+	var inFlight *pageRun
+	defer func() {
+		if inFlight != nil {
+			inFlight.abort(errors.New("the page before it failed"))
+			<-inFlight.done // no write of this run outlives it
 		}
-		items, keys := r.pageItems(f.page.Records, phase == domain.PhasePullDeleted, f.at)
-		var seen chan error
+	}()
+	r.mu.Lock()
+	seen := r.prog.SeenPages // the index of the next page's seen keys
+	r.mu.Unlock()
+	for lp := range pages {
+		if lp.err != nil {
+			if inFlight != nil {
+				// The page before the failed listing keeps its checkpoint.
+				prev := inFlight
+				inFlight = nil
+				if err := r.finishPage(ctx, phase, prev); err != nil {
+					return err
+				}
+			}
+			return lp.err
+		}
+		p := newPageRun(ctx, lp)
 		if phase == domain.PhasePull && r.prog.FromScratch {
-			// The page's keys are known: store them while the page is synced,
-			// so their write shares the page's commits (it only has to be
-			// durable before the checkpoint).
-			seen = make(chan error, 1)
-			go func() { seen <- r.recordSeen(ctx, keys) }()
+			p.seen = seen
+			seen++
 		}
-		err := r.reconcileAll(ctx, items)
-		if seen != nil {
-			err = cmp.Or(err, <-seen)
+		if inFlight != nil && inFlight.shares(lp.keys) {
+			prev := inFlight
+			inFlight = nil
+			if err := r.finishPage(ctx, phase, prev); err != nil {
+				return err
+			}
 		}
-		if err != nil {
-			return err
+		prev := inFlight
+		if prev == nil {
+			close(p.gate)
 		}
-		last := f.page.NextPageToken == ""
-		r.h.metrics.page(phase)
-		r.mu.Lock()
-		r.prog.Pages++
-		r.prog.Read += len(f.page.Records)
-		if phase == domain.PhasePull && domain.CursorAfter(r.entity.CursorFormat, f.page.MaxCursor, r.prog.MaxCursor) {
-			r.prog.MaxCursor = f.page.MaxCursor
+		inFlight = p
+		go r.syncPage(p, lp.items, lp.keys)
+		if prev != nil {
+			if err := r.finishPage(ctx, phase, prev); err != nil {
+				return err
+			}
+			close(p.gate) // prev is checkpointed: p may write
 		}
-		r.prog.PageToken = f.page.NextPageToken
-		if last {
-			r.prog.Phase, r.prog.PageToken = r.next(phase), ""
-		}
-		r.mu.Unlock()
-		if err := r.save(ctx); err != nil {
-			return err
-		}
-		if last {
-			return nil
+		if lp.next == "" {
+			inFlight = nil
+			return r.finishPage(ctx, phase, p)
 		}
 	}
 	if ctx.Err() != nil {
@@ -201,17 +240,104 @@ func (r *run) readExternal(ctx context.Context, phase domain.SyncRunPhase, list 
 	return transientRun("internal", errors.New("the page reader stopped before the last page"))
 }
 
+// pageRun is one page on its way to its checkpoint.
+type pageRun struct {
+	read      int
+	next      string
+	maxCursor string
+	keys      map[string]struct{}
+	tally     *tally
+	seen      int // the index of its seen-keys document; -1: none (not a from-scratch pull)
+
+	ctx   context.Context // the page's; abort ends it
+	abort context.CancelCauseFunc
+	gate  chan struct{} // closed once the page may write its pulls (the page before is checkpointed)
+	done  chan struct{} // closed when err is set
+	err   error
+}
+
+func newPageRun(ctx context.Context, lp listedPage) *pageRun {
+	pctx, abort := context.WithCancelCause(ctx)
+	return &pageRun{read: lp.read, next: lp.next, maxCursor: lp.maxCursor, keys: keySet(lp.keys), tally: lp.tally,
+		seen: -1, ctx: pctx, abort: abort, gate: make(chan struct{}), done: make(chan struct{})}
+}
+
+func keySet(keys []string) map[string]struct{} {
+	m := make(map[string]struct{}, len(keys))
+	for _, k := range keys {
+		m[k] = struct{}{}
+	}
+	return m
+}
+
+// shares reports whether the page lists one of keys.
+func (p *pageRun) shares(keys []string) bool {
+	for _, k := range keys {
+		if _, ok := p.keys[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// syncPage syncs the records of p and stores its seen keys beside them (that
+// write shares the page's commits; it only has to be durable before the
+// checkpoint).
+func (r *run) syncPage(p *pageRun, items []recItem, keys []string) {
+	defer close(p.done)
+	defer p.abort(nil)
+	var seen chan error
+	if p.seen >= 0 {
+		seen = make(chan error, 1)
+		go func() { seen <- r.recordSeen(p.ctx, p.seen, keys) }()
+	}
+	err := r.reconcileAll(p.ctx, items, p.gate)
+	if seen != nil {
+		err = cmp.Or(err, <-seen)
+	}
+	p.err = err
+}
+
+// finishPage waits for p's writes and checkpoints the run after it: its
+// counts join the run's, and the position moves past it.
+func (r *run) finishPage(ctx context.Context, phase domain.SyncRunPhase, p *pageRun) error {
+	<-p.done
+	if p.err != nil {
+		return p.err
+	}
+	last := p.next == ""
+	r.h.metrics.page(phase)
+	r.mu.Lock()
+	p.tally.addTo(r)
+	r.prog.Pages++
+	if phase != domain.PhasePush {
+		r.prog.Read += p.read
+	}
+	if p.seen >= 0 {
+		r.prog.SeenPages = p.seen + 1
+	}
+	if phase == domain.PhasePull && domain.CursorAfter(r.entity.CursorFormat, p.maxCursor, r.prog.MaxCursor) {
+		r.prog.MaxCursor = p.maxCursor
+	}
+	r.prog.PageToken = p.next
+	if last {
+		r.prog.Phase, r.prog.PageToken = r.next(phase), ""
+	}
+	r.mu.Unlock()
+	return r.save(ctx)
+}
+
 // pageItems returns the records of a page to sync and their keys.
-func (r *run) pageItems(recs []map[string]any, tombstones bool, at time.Time) ([]recItem, []string) {
+func (r *run) pageItems(recs []map[string]any, tombstones bool, at time.Time, t *tally) ([]recItem, []string) {
 	items := make([]recItem, 0, len(recs))
 	keys := make([]string, 0, len(recs))
 	for _, raw := range recs {
 		key, err := r.client.RecordID(r.entity.Name, raw)
 		if err != nil {
-			r.fail("", "", err)
+			r.failItem(t, "", "", err)
 			continue
 		}
-		items = append(items, recItem{key: key, raw: raw, tombstone: tombstones, readAt: at, count: true})
+		items = append(items, recItem{key: key, raw: raw, tombstone: tombstones, readAt: at, count: true, tally: t})
 		keys = append(keys, key)
 	}
 	return items, keys
@@ -316,20 +442,14 @@ type seenDoc struct {
 
 func (d seenDoc) Key() (string, string) { return d.SyncTaskID, d.ID }
 
-// recordSeen stores the keys of the page about to be checkpointed; a replayed
+// recordSeen stores the keys of page n of the pages of seen keys; a replayed
 // page overwrites its own document.
-func (r *run) recordSeen(ctx context.Context, keys []string) error {
-	r.mu.Lock()
-	n := r.prog.SeenPages
-	r.mu.Unlock()
+func (r *run) recordSeen(ctx context.Context, n int, keys []string) error {
 	doc := seenDoc{ID: domain.SyncSeenID(r.exec.ID, n), SyncTaskID: r.task.ID, TenantID: r.task.TenantID,
 		Kind: kindSeen, ExecutionID: r.exec.ID, Page: n, Keys: keys}
 	if _, err := r.h.seen.Upsert(ctx, doc); err != nil {
 		return fmt.Errorf("record the keys of page %d: %w", n, err)
 	}
-	r.mu.Lock()
-	r.prog.SeenPages++
-	r.mu.Unlock()
 	return nil
 }
 
@@ -363,7 +483,7 @@ func (r *run) sweep(ctx context.Context) error {
 		var stale []store.Item
 		for _, it := range page.Items {
 			var d stateDoc
-			if err := json.Unmarshal(it.Body, &d); err != nil {
+			if err := decodeStateDoc(it.Body, &d); err != nil {
 				return permanentRun("store", fmt.Errorf("decode sync state %s: %w", it.ID, err))
 			}
 			switch {
@@ -378,7 +498,7 @@ func (r *run) sweep(ctx context.Context) error {
 		for i, key := range gone {
 			items[i] = recItem{key: key, ext: &domain.SideRecord{Deleted: true}, count: true}
 		}
-		if err := r.reconcileAll(ctx, items); err != nil {
+		if err := r.reconcileAll(ctx, items, nil); err != nil {
 			return err
 		}
 		if len(stale) > 0 {
@@ -452,39 +572,45 @@ func (r *run) loadSeen(ctx context.Context) (map[string]bool, error) {
 }
 
 // walkShards is the push phase: every Castiel record whose content differs
-// from the state is classified and pushed.
+// from the state is classified and pushed. The shard is listed a page ahead,
+// and its pages are synced as the external ones are (syncPages).
 func (r *run) walkShards(ctx context.Context) error {
+	lctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait() // no listing of this run outlives it
+	}()
+	pages := make(chan listedPage, 1)
 	token := r.prog.PageToken
-	for {
-		at := r.h.now()
-		recs, next, err := r.h.shards.List(ctx, r.task.TenantID, r.task.Entity, token, r.h.opts.ShardPageSize)
-		if err != nil {
-			return fmt.Errorf("walk the shard: %w", err)
+	wg.Go(func() {
+		defer close(pages)
+		for {
+			at := r.h.now()
+			recs, next, err := r.h.shards.List(lctx, r.task.TenantID, r.task.Entity, token, r.h.opts.ShardPageSize)
+			lp := listedPage{err: err, read: len(recs), next: next, tally: &tally{}}
+			if err != nil {
+				lp.err = fmt.Errorf("walk the shard: %w", err)
+			}
+			lp.items, lp.keys = make([]recItem, len(recs)), make([]string, len(recs))
+			for i, rec := range recs {
+				// Hashed when planned, concurrently; unchanged records are not
+				// counted (the walk sees every record every run).
+				lp.items[i] = recItem{key: rec.Key, in: rec.Side(), version: rec.Version, readAt: at, tally: lp.tally}
+				lp.keys[i] = rec.Key
+			}
+			select {
+			case pages <- lp:
+			case <-lctx.Done():
+				return
+			}
+			if err != nil || next == "" {
+				return
+			}
+			token = next
 		}
-		items := make([]recItem, len(recs))
-		for i, rec := range recs {
-			items[i] = recItem{key: rec.Key, in: rec.Side(), readAt: at} // hashed when planned, concurrently
-		}
-		if err := r.reconcileAll(ctx, items); err != nil {
-			return err
-		}
-		last := next == ""
-		r.h.metrics.page(domain.PhasePush)
-		r.mu.Lock()
-		r.prog.Pages++
-		r.prog.PageToken = next
-		if last {
-			r.prog.Phase, r.prog.PageToken = r.next(domain.PhasePush), ""
-		}
-		r.mu.Unlock()
-		if err := r.save(ctx); err != nil {
-			return err
-		}
-		if last {
-			return nil
-		}
-		token = next
-	}
+	})
+	return r.syncPages(ctx, domain.PhasePush, pages)
 }
 
 // snapshot copies the run's progress, counters and the client's into the
@@ -554,4 +680,50 @@ func (r *run) count(a domain.SyncAction) {
 	r.mu.Lock()
 	r.stats.Count(a)
 	r.mu.Unlock()
+}
+
+// tally holds the counts and record errors of one page until its
+// checkpoint, when they join the run's.
+type tally struct {
+	mu     sync.Mutex
+	stats  domain.SyncStats
+	errors []domain.SyncRecordError
+}
+
+// countItem counts a record's outcome in t, or in the run's counts if t is nil.
+func (r *run) countItem(t *tally, a domain.SyncAction) {
+	if t == nil {
+		r.count(a)
+		return
+	}
+	r.h.metrics.record(a)
+	t.mu.Lock()
+	t.stats.Count(a)
+	t.mu.Unlock()
+}
+
+// failItem records a record the run skips in t, or in the run if t is nil.
+func (r *run) failItem(t *tally, key string, action domain.SyncAction, err error) {
+	if t == nil {
+		r.fail(key, action, err)
+		return
+	}
+	r.h.metrics.failed()
+	t.mu.Lock()
+	t.stats.Failed++
+	if len(t.errors) < domain.MaxSyncRecordErrors {
+		t.errors = append(t.errors, domain.SyncRecordError{RecordKey: key, Action: action, Error: err.Error()})
+	}
+	t.mu.Unlock()
+	r.log.Debug().Err(err).Str("recordKey", key).Str("action", string(action)).Msg("record failed; skipped")
+}
+
+// addTo adds t's counts and errors to the run's; r.mu is held.
+func (t *tally) addTo(r *run) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r.stats.Add(t.stats)
+	for _, e := range t.errors {
+		r.prog.AddRecordError(e)
+	}
 }

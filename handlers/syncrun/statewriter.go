@@ -103,11 +103,11 @@ func (r *run) writeStates(ctx context.Context, plans []*plan) ([]*plan, error) {
 		if p.etag == "" {
 			kind = store.OpCreate
 		}
-		_, op, err := store.EncodeOp(kind, *p.st, p.etag)
+		body, err := p.st.EncodeJSON()
 		if err != nil {
-			return nil, fmt.Errorf("write the sync state of %s: %w", p.it.key, err)
+			return nil, fmt.Errorf("write the sync state of %s: encode: %w", p.it.key, err)
 		}
-		ops[i] = op
+		ops[i] = store.Op{Kind: kind, ID: p.st.ID, Body: body, IfMatch: p.etag}
 	}
 	var raced []*plan
 	var first error

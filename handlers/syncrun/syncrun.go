@@ -11,10 +11,12 @@
 // A page's durable writes are grouped: its pulls go to the shard in one batch,
 // then the records' states in store batches (a push's state goes out with the
 // next group of states, right after its API write), never a state before the
-// write it records. Its position is saved on the execution after every page,
-// so a run killed mid-way resumes on redelivery and writes nothing twice: a
-// replayed record whose write was made but whose state was not finds both
-// sides in agreement and only records that.
+// write it records. The next page is read and planned while one is being
+// written (never a key of the page in flight, and never its pulls before that
+// page is checkpointed). Its position is saved on the execution after
+// every page, in order, so a run killed mid-way resumes on redelivery and
+// writes nothing twice: a replayed record whose write was made but whose
+// state was not finds both sides in agreement and only records that.
 //
 // The fate of a message: a finished run (completed, completed with errors,
 // failed for a permanent reason, skipped) is acked; a transient failure (the
@@ -87,8 +89,9 @@ type Options struct {
 	// failed for good (and its message acked). Default 6 h.
 	MaxRunAge time.Duration
 	// Concurrency is how many records of a page are read, classified and
-	// (pushes) written to the API at once; their store and shard writes are
-	// grouped per page whatever it is. Default 256.
+	// (pushes) written to the API at once (two pages are in hand at a time:
+	// one planned while the other is written); their store and shard writes
+	// are grouped per page whatever it is. Default 256.
 	Concurrency int
 	// MaxWrites bounds the writes to the external API in flight per run (the
 	// provider's rate limit applies on top). Default 16.

@@ -25,8 +25,18 @@ type container struct {
 var _ store.Container = (*container)(nil)
 
 func (c *container) notFound(pk, id string) error {
-	return fmt.Errorf("embedded: %s/%s/%s: %w", c.spec.Name, pk, id, store.ErrNotFound)
+	return &notFoundError{container: c.spec.Name, pk: pk, id: id}
 }
+
+// notFoundError is store.ErrNotFound for one document, worded only when
+// asked: a sync run's reads of records it has never seen all miss.
+type notFoundError struct{ container, pk, id string }
+
+func (e *notFoundError) Error() string {
+	return fmt.Sprintf("embedded: %s/%s/%s: %v", e.container, e.pk, e.id, store.ErrNotFound)
+}
+
+func (e *notFoundError) Unwrap() error { return store.ErrNotFound }
 
 // current returns the live (unexpired) envelope stored at key, if any.
 func (c *container) current(bucket *bolt.Bucket, key []byte, now time.Time) (envelope, bool, error) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/castiel/integration-manager/store"
+	"github.com/castiel/integration-manager/store/docfields"
 )
 
 // Keys: uvarint(len(partitionKey)) | partitionKey | id.
@@ -227,12 +228,12 @@ func (c *container) prepareAnyBody(pk, id string, body []byte) ([]byte, int64, e
 // properties in place instead of decoding every one into a map. ok false
 // leaves the body to the general path, which also words the refusals.
 func (c *container) prepareCommonBody(pk, id string, body []byte) (stored []byte, ttl int64, ok bool) {
-	if !json.Valid(body) {
+	if !validJSON(body) {
 		return nil, 0, false
 	}
 	var idRaw, pkRaw, ttlRaw []byte
 	n := 0
-	ok = topLevel(body, func(key, value []byte) bool {
+	ok = docfields.TopLevel(body, func(key, value []byte) bool {
 		n++
 		switch {
 		case string(key) == "id":
@@ -278,92 +279,6 @@ func (c *container) prepareCommonBody(pk, id string, body []byte) (stored []byte
 func plainString(raw []byte, want string) bool {
 	return len(raw) == len(want)+2 && raw[0] == '"' && raw[len(raw)-1] == '"' &&
 		string(raw[1:len(raw)-1]) == want && bytes.IndexByte(raw, '\\') < 0
-}
-
-// topLevel calls fn with the raw key (without quotes) and raw value of every
-// top-level property of the JSON object body, which must be valid JSON,
-// until fn returns false. It reports false if body is not an object or fn
-// stopped it.
-func topLevel(body []byte, fn func(key, value []byte) bool) bool {
-	i := skipSpace(body, 0)
-	if i >= len(body) || body[i] != '{' {
-		return false
-	}
-	i = skipSpace(body, i+1)
-	if i < len(body) && body[i] == '}' {
-		return true
-	}
-	for i < len(body) && body[i] == '"' {
-		end := stringEnd(body, i)
-		key := body[i+1 : end-1]
-		i = skipSpace(body, end)
-		i = skipSpace(body, i+1) // the ':'
-		vend := valueEnd(body, i)
-		if !fn(key, body[i:vend]) {
-			return false
-		}
-		i = skipSpace(body, vend)
-		if i < len(body) && body[i] == ',' {
-			i = skipSpace(body, i+1)
-			continue
-		}
-		return true // the closing '}'
-	}
-	return false
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
-		i++
-	}
-	return i
-}
-
-// stringEnd returns the index just past the JSON string starting at b[i].
-func stringEnd(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return len(b)
-}
-
-// valueEnd returns the index just past the JSON value starting at b[i].
-func valueEnd(b []byte, i int) int {
-	if i >= len(b) {
-		return i
-	}
-	switch b[i] {
-	case '"':
-		return stringEnd(b, i)
-	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				i = stringEnd(b, i) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				if depth--; depth == 0 {
-					return i + 1
-				}
-			}
-		}
-		return len(b)
-	default: // a number, true, false or null
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case ',', '}', ']', ' ', '\t', '\r', '\n':
-				return i
-			}
-		}
-		return len(b)
-	}
 }
 
 // Cosmos DB's limits, enforced here too so code that works standalone works
