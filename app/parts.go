@@ -11,6 +11,7 @@ import (
 
 	"github.com/castiel/integration-manager/auth"
 	"github.com/castiel/integration-manager/config"
+	"github.com/castiel/integration-manager/handlers/webhook"
 	"github.com/castiel/integration-manager/messaging"
 	"github.com/castiel/integration-manager/messaging/delaystore"
 	"github.com/castiel/integration-manager/secrets"
@@ -58,10 +59,14 @@ func messagingConfig(cfg *config.Config) messaging.Config {
 }
 
 // delayTiers are the broker's delay queues: every wait of the retry schedule,
-// the deferral delay and the breaker's cool-down, so each lands on a tier of its own.
+// the deferral delay, the breaker's cool-down and the safety copy of a
+// handed-off inline attempt, so each lands on a tier of its own.
 func delayTiers(cfg *config.Config) []time.Duration {
 	d := cfg.Webhooks.Dispatcher
 	tiers := []time.Duration{d.DeferDelay, d.BreakerCooldown}
+	if d.InlineAttempts > 0 {
+		tiers = append(tiers, webhook.SafetyDelay(d.Timeout, d.InlineHandoff))
+	}
 	for _, wait := range d.Schedule {
 		if wait > 0 {
 			tiers = append(tiers, wait)

@@ -328,6 +328,14 @@ func (p *subprocess) terminate(within time.Duration) (time.Duration, error) {
 	return took, p.exit
 }
 
+// kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (p *subprocess) kill() {
+	p.once.Do(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	})
+}
+
 // lockedBuffer is a bytes.Buffer safe for a subprocess writer and a test reader.
 type lockedBuffer struct {
 	mu  sync.Mutex

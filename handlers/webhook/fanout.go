@@ -158,9 +158,10 @@ func (d *Dispatcher) attemptInline(ctx context.Context, event *message.Message, 
 	if len(cmds) == 0 {
 		return nil
 	}
-	// Attempts may outlive the handler, and with it ctx; past the safety
-	// delay their copies take over. Close stops them.
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.safetyDelay())
+	// Attempts may outlive the handler, and with it ctx. They end before
+	// their safety copies can arrive (the Delayer may cut a delay by its
+	// jitter, 10 %). Close stops them.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.safetyDelay()*8/10)
 	stopWithDispatcher := context.AfterFunc(d.background, cancel)
 	type result struct {
 		i   int
@@ -230,7 +231,7 @@ func (d *Dispatcher) handOff(ctx context.Context, event *message.Message, cmds [
 		}
 		// The copy runs while (or after) this attempt runs: it must look for the record.
 		m.Metadata.Set(messaging.MetaMaybeDuplicate, "true")
-		applied, err := d.delayer.Delay(ctx, Role, messaging.TopicCmdWebhookDeliver, m, d.notBefore(d.safetyDelay()))
+		applied, err := d.delayer.Delay(ctx, Role, messaging.TopicCmdWebhookDeliver, m, d.safetyDelay())
 		if err != nil {
 			d.log.Warn().Err(err).Str("tenantId", cmd.TenantID).Str("deliveryId", cmd.DeliveryID).
 				Msg("could not hand off a slow inline attempt; the event waits for it")
@@ -247,9 +248,17 @@ func (d *Dispatcher) handOff(ctx context.Context, event *message.Message, cmds [
 	return true
 }
 
-// safetyDelay is when a handed-off attempt's copy may run: after the attempt's
-// deadline, and as long again to record and settle it.
-func (d *Dispatcher) safetyDelay() time.Duration { return d.opts.InlineHandoff + 2*d.opts.Timeout }
+func (d *Dispatcher) safetyDelay() time.Duration {
+	return SafetyDelay(d.opts.Timeout, d.opts.InlineHandoff)
+}
+
+// SafetyDelay is when the safety copy of a handed-off inline attempt is due:
+// after the attempt's deadline (timeout), and as long again to record and
+// settle it. The broker needs a delay tier of exactly this length, or the
+// copy waits for the next longer one.
+func SafetyDelay(timeout, inlineHandoff time.Duration) time.Duration {
+	return inlineHandoff + 2*timeout
+}
 
 // requeue publishes a handed-off delivery whose attempt failed on our side
 // (a shutdown, a store or broker failure) back to the delivery queue, unspent.
