@@ -118,6 +118,7 @@ func startProcess(t testing.TB, env []string, logger func(*config.Config) zerolo
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	trackDelayQueues(t, cfg)
 	var log zerolog.Logger
 	if logger != nil {
 		log = logger(cfg)
@@ -139,6 +140,20 @@ func startProcess(t testing.TB, env []string, logger func(*config.Config) zerolo
 	}
 	r.started = &started{baseURL: "http://" + p.APIAddr, adminURL: "http://" + p.AdminAddr, key: k.Key.Reveal(), cfg: cfg}
 	return r
+}
+
+// trackDelayQueues deletes, once the test's processes have stopped (call it
+// before starting them), the delay-tier queues cfg may declare on RabbitMQ;
+// onRabbitMQ tracks the work queues.
+func trackDelayQueues(t testing.TB, cfg *config.Config) {
+	if cfg.Broker.Kind != config.BrokerAMQP {
+		return
+	}
+	mc := app.MessagingConfig(cfg).WithDefaults()
+	res := rabbittest.Track(t, mc.URL)
+	for _, q := range mc.DelayQueueNames(messaging.TopicCmdWebhookDeliver, app.RoleWebhookDispatcher) {
+		res.Queue(q)
+	}
 }
 
 // do sends one API request and decodes a JSON answer into out (if non-nil).

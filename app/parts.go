@@ -32,7 +32,7 @@ func OpenTransport(ctx context.Context, cfg *config.Config, backend store.Backen
 		return messaging.NewInProcessWithSchedule(ctx, logger, delaystore.New(c), messaging.WithDelayTiers(delayTiers(cfg)...),
 			messaging.WithBacklog(cfg.Broker.GoChannel.MaxBacklog, cfg.Broker.GoChannel.PublishTimeout))
 	case config.BrokerAMQP:
-		t, err := messaging.NewRabbitMQ(ctx, messagingConfig(cfg), logger)
+		t, err := messaging.NewRabbitMQ(ctx, MessagingConfig(cfg), logger)
 		if err != nil {
 			return nil, fmt.Errorf("broker.amqp: %w", err)
 		}
@@ -42,7 +42,9 @@ func OpenTransport(ctx context.Context, cfg *config.Config, backend store.Backen
 	}
 }
 
-func messagingConfig(cfg *config.Config) messaging.Config {
+// MessagingConfig is the RabbitMQ transport configuration cfg gives (names of
+// exchanges, work queues and delay-tier queues included).
+func MessagingConfig(cfg *config.Config) messaging.Config {
 	a := cfg.Broker.AMQP
 	return messaging.Config{
 		URL:               a.URL.Reveal(),

@@ -40,6 +40,7 @@ func startWith(t testing.TB, env []string, tracing *telemetry.Tracing, parts ...
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	trackDelayQueues(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	p, err := app.StartTraced(ctx, cfg, zerolog.New(io.Discard), tracing, parts...)
 	if err != nil {
