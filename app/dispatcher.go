@@ -53,6 +53,7 @@ func buildDispatcher(cfg *config.Config, logger zerolog.Logger, backend store.Ba
 		DeferDelay:             dc.DeferDelay,
 		InlineAttempts:         cmp.Or(dc.InlineAttempts, -1), // 0 in config: none
 		InlineHandoff:          dc.InlineHandoff,
+		InFlightWait:           cmp.Or(dc.InFlightWait, -1), // 0 in config: defer at once
 		AllowHosts:             dc.AllowHosts,
 		Source:                 source,
 	})

@@ -193,6 +193,7 @@ type DispatcherConfig struct {
 	FanOutConsumers        int             // webhooks.dispatcher.fanOutConsumers
 	InlineAttempts         int             // webhooks.dispatcher.inlineAttempts
 	InlineHandoff          time.Duration   // webhooks.dispatcher.inlineHandoff
+	InFlightWait           time.Duration   // webhooks.dispatcher.inFlightWait
 	Timeout                time.Duration   // webhooks.dispatcher.timeout
 	ResponseBodyCap        int             // webhooks.dispatcher.responseBodyCap
 	Schedule               []time.Duration // webhooks.dispatcher.schedule

@@ -209,6 +209,7 @@ func TestLoad_EveryKeyHasAWorkingEnvOverride(t *testing.T) {
 		"webhooks.dispatcher.fanOutConsumers":        {"3", "3"},
 		"webhooks.dispatcher.inlineAttempts":         {"0", "0"},
 		"webhooks.dispatcher.inlineHandoff":          {"3s", "3s"},
+		"webhooks.dispatcher.inFlightWait":           {"0s", "0s"},
 		"webhooks.dispatcher.timeout":                {"3s", "3s"},
 		"webhooks.dispatcher.responseBodyCap":        {"100", "100"},
 		"webhooks.dispatcher.schedule":               {"0s,1s,2s", "[0s 1s 2s]"},

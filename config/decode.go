@@ -104,6 +104,7 @@ func (d *decoder) decode() *Config {
 				FanOutConsumers:        d.integer("webhooks.dispatcher.fanOutConsumers"),
 				InlineAttempts:         d.integer("webhooks.dispatcher.inlineAttempts"),
 				InlineHandoff:          d.duration("webhooks.dispatcher.inlineHandoff"),
+				InFlightWait:           d.duration("webhooks.dispatcher.inFlightWait"),
 				Timeout:                d.duration("webhooks.dispatcher.timeout"),
 				ResponseBodyCap:        d.integer("webhooks.dispatcher.responseBodyCap"),
 				Schedule:               d.durations("webhooks.dispatcher.schedule"),

@@ -64,6 +64,7 @@ func (c *Config) LogSummary() map[string]any {
 		"webhooks.dispatcher.fanOutConsumers":        c.Webhooks.Dispatcher.FanOutConsumers,
 		"webhooks.dispatcher.inlineAttempts":         c.Webhooks.Dispatcher.InlineAttempts,
 		"webhooks.dispatcher.inlineHandoff":          dur(c.Webhooks.Dispatcher.InlineHandoff),
+		"webhooks.dispatcher.inFlightWait":           dur(c.Webhooks.Dispatcher.InFlightWait),
 		"webhooks.dispatcher.timeout":                dur(c.Webhooks.Dispatcher.Timeout),
 		"webhooks.dispatcher.responseBodyCap":        c.Webhooks.Dispatcher.ResponseBodyCap,
 		"webhooks.dispatcher.schedule":               durs(c.Webhooks.Dispatcher.Schedule),

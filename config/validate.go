@@ -171,6 +171,9 @@ func (c *Config) validate(dev devCredentials) []Problem {
 	v.positiveDuration("webhooks.dispatcher.cacheTTL", dc.CacheTTL)
 	v.positiveDuration("webhooks.dispatcher.deferDelay", dc.DeferDelay)
 	v.positiveDuration("webhooks.dispatcher.inlineHandoff", dc.InlineHandoff)
+	if dc.InFlightWait >= c.Broker.HandlerTimeout {
+		v.fail("webhooks.dispatcher.inFlightWait", "%s must be shorter than broker.handlerTimeout (%s): a delivery waits for a place within its handler's deadline", dc.InFlightWait, c.Broker.HandlerTimeout)
+	}
 	if dc.InlineHandoff >= c.Broker.HandlerTimeout {
 		v.fail("webhooks.dispatcher.inlineHandoff", "%s must be shorter than broker.handlerTimeout (%s): the fan-out hands slow attempts off within its handler's deadline", dc.InlineHandoff, c.Broker.HandlerTimeout)
 	}

@@ -85,7 +85,7 @@ func (d *Dispatcher) attempt(ctx context.Context, from, self *message.Message, c
 	if rec, skip := d.notAttempted(cmd, e.ep); skip {
 		return d.record(ctx, from, cmd, rec)
 	}
-	lease, def := d.health.acquire(endpointKey(cmd.TenantID, cmd.WebhookID), e.ep.RateLimitPerSecond, d.opts.Now())
+	lease, def := d.health.acquire(ctx, endpointKey(cmd.TenantID, cmd.WebhookID), e.ep.RateLimitPerSecond, d.opts.Now())
 	if def != nil {
 		return d.deferDelivery(ctx, from, self, cmd, *def)
 	}

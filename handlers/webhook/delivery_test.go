@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -772,5 +773,49 @@ func TestOptions_RejectUnusableValues(t *testing.T) {
 	}
 	if _, err := New(Deps{}, Options{}); err == nil || !strings.Contains(err.Error(), "Store") {
 		t.Errorf("New without dependencies: %v", err)
+	}
+}
+
+// A busy but quick endpoint at its in-flight bound gets its deliveries in
+// turn: each waits in process for a place (InFlightWait) instead of being
+// deferred through the delay queue; with no wait they bounce.
+func TestDelivery_BusyQuickEndpointTakesItsTurnInsteadOfBouncing(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		wait      time.Duration
+		deferrals bool
+	}{
+		{"waits for a place", 500 * time.Millisecond, false},
+		{"no wait", -1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := fastOptions()
+			opts.MaxInFlightPerEndpoint = 2
+			opts.InFlightWait = tc.wait
+			opts.DeferDelay = 50 * time.Millisecond
+			h := newHarness(t, harnessConfig{opts: opts, deliverers: 8})
+			var inFlight, most atomic.Int32
+			rc := newReceiver(t, func(int, *http.Request) (int, http.Header, string) {
+				n := inFlight.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(20 * time.Millisecond)
+				inFlight.Add(-1)
+				return 204, nil, ""
+			})
+			ep, _ := h.endpoint("wh-busy", rc.srv.URL, []string{"*"})
+
+			for i := range 12 {
+				h.publishDeliver(deliverCmd(fmt.Sprintf("evt-busy-%d", i), ep, `{}`))
+			}
+			eventually(t, 10*time.Second, "not every delivery arrived", func() bool { return rc.count() == 12 })
+			if m := most.Load(); m > 2 {
+				t.Errorf("%d calls in flight at once, want at most MaxInFlightPerEndpoint=2", m)
+			}
+			deferred := h.metric("webhook_delivery_deferrals_total", deferInFlight)
+			if got := deferred > 0; got != tc.deferrals {
+				t.Errorf("%v deliveries deferred for the in-flight bound; want deferrals: %v", deferred, tc.deferrals)
+			}
+		})
 	}
 }

@@ -82,6 +82,7 @@ type Options struct {
 	CacheTTL               time.Duration // endpoint, secret and fan-out list cache; default 5s; negative: no cache
 	DeferDelay             time.Duration // wait of a delivery deferred by the rate limit or the in-flight bound; default 1s
 	InlineHandoff          time.Duration // how long a fan-out waits for its inline attempts before handing the slow ones off; default 1s
+	InFlightWait           time.Duration // how long a delivery waits in process for a place under MaxInFlightPerEndpoint before it is deferred; default 100ms; negative: none
 	InlineAttempts         int           // first attempts the fan-out makes itself at once per process, skipping the delivery queue; default 64; negative: none
 	AllowHosts             []string      // host names, IPs or CIDRs the SSRF guard lets through (standalone: loopback)
 	UserAgent              string        // default "Castiel-Webhooks/1.0"
@@ -103,6 +104,7 @@ const (
 	DefaultDeferDelay             = time.Second
 	DefaultInlineAttempts         = 64
 	DefaultInlineHandoff          = time.Second
+	DefaultInFlightWait           = 100 * time.Millisecond
 	DefaultUserAgent              = "Castiel-Webhooks/1.0"
 )
 
@@ -140,6 +142,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.DeferDelay == 0 {
 		o.DeferDelay = DefaultDeferDelay
+	}
+	if o.InFlightWait == 0 {
+		o.InFlightWait = DefaultInFlightWait
 	}
 	if o.InlineHandoff == 0 {
 		o.InlineHandoff = DefaultInlineHandoff

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"time"
@@ -47,6 +48,7 @@ type healthTracker struct {
 type endpointState struct {
 	mu       sync.Mutex
 	inFlight int
+	freed    chan struct{} // closed (and dropped) when an attempt ends; nil: nobody waits
 	rps      float64
 	limiter  *rate.Limiter // nil: no limit
 	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
@@ -104,14 +106,48 @@ func (h *healthTracker) sweep(now time.Time) {
 // acquire admits an attempt to the endpoint, or says how long to defer it.
 // The checks cost nothing when they pass: the in-flight bound, then the
 // breaker, then the rate limiter (so a deferred attempt spends no token).
-func (h *healthTracker) acquire(key string, rps float64, now time.Time) (*lease, *deferral) {
+//
+// At the in-flight bound it waits up to InFlightWait for one of the
+// endpoint's attempts to end before deferring: a busy but quick endpoint then
+// gets its deliveries in turn instead of bouncing them through the delay
+// queue, while a slow one costs each of its waiting deliveries at most that
+// long on a consumer.
+func (h *healthTracker) acquire(ctx context.Context, key string, rps float64, now time.Time) (*lease, *deferral) {
 	st := h.state(key, now)
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.lastUsed = now
-	if st.inFlight >= h.opts.MaxInFlightPerEndpoint {
+	var timeout <-chan time.Time
+	for {
+		st.mu.Lock()
+		if st.inFlight < h.opts.MaxInFlightPerEndpoint {
+			break // keeps st.mu
+		}
+		if h.opts.InFlightWait <= 0 {
+			st.lastUsed = now
+			st.mu.Unlock()
+			return nil, &deferral{deferInFlight, h.opts.DeferDelay}
+		}
+		if st.freed == nil {
+			st.freed = make(chan struct{})
+		}
+		freed := st.freed
+		st.mu.Unlock()
+		if timeout == nil {
+			t := time.NewTimer(h.opts.InFlightWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-freed:
+			continue
+		case <-timeout:
+		case <-ctx.Done():
+		}
+		st.mu.Lock()
+		st.lastUsed = now
+		st.mu.Unlock()
 		return nil, &deferral{deferInFlight, h.opts.DeferDelay}
 	}
+	defer st.mu.Unlock()
+	st.lastUsed = now
 	done, err := st.breaker.Allow()
 	if errors.Is(err, gobreaker.ErrOpenState) {
 		return nil, &deferral{deferBreakerOpen, h.opts.BreakerCooldown}
@@ -157,5 +193,9 @@ func (l *lease) release(outcome error) {
 	l.done(outcome)
 	l.st.mu.Lock()
 	l.st.inFlight--
+	if l.st.freed != nil {
+		close(l.st.freed) // wake who waits for a place
+		l.st.freed = nil
+	}
 	l.st.mu.Unlock()
 }
