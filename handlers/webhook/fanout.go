@@ -199,6 +199,7 @@ func (d *Dispatcher) attemptInline(ctx context.Context, event *message.Message, 
 	done := make([]bool, len(cmds))
 	handoff := time.NewTimer(d.opts.InlineHandoff)
 	defer handoff.Stop()
+	ctxDone := ctx.Done()
 	for left := len(cmds); left > 0; {
 		select {
 		case r := <-results:
@@ -209,6 +210,11 @@ func (d *Dispatcher) attemptInline(ctx context.Context, event *message.Message, 
 			if joinAttemptErrors(errs) == nil && d.handOff(ctx, event, cmds, done, handedOff) {
 				return nil
 			}
+		case <-ctxDone:
+			// The handler's deadline: interrupt what is left (not the endpoints'
+			// failure, nothing recorded); the event goes back for all of them.
+			ctxDone = nil
+			cancel()
 		}
 	}
 	return joinAttemptErrors(errs)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/castiel/integration-manager/domain"
+	"github.com/castiel/integration-manager/messaging"
 	"github.com/castiel/integration-manager/store"
 )
 
@@ -254,4 +255,28 @@ func (c failingCreateContainer) Create(ctx context.Context, pk, id string, body 
 		return "", fmt.Errorf("store unreachable (simulated)")
 	}
 	return c.Container.Create(ctx, pk, id, body)
+}
+
+// When the fan-out's handler deadline comes before the hand-off, the inline
+// attempts still running are interrupted: our deadline is not the endpoint's
+// failure, so nothing is recorded and the event is retried.
+func TestFanOut_HandlerDeadlineInterruptsInlineAttemptsUnspent(t *testing.T) {
+	opts := fastOptions()
+	opts.Timeout = 5 * time.Second
+	opts.InlineHandoff = 5 * time.Second // later than the handler's deadline
+	h := newHarness(t, harnessConfig{opts: opts, retryPolicy: messaging.Policy{
+		HandlerTimeout: 200 * time.Millisecond, RetryInitial: 50 * time.Millisecond, RetryMax: 50 * time.Millisecond,
+		RetryMaxElapsed: 500 * time.Millisecond, CloseTimeout: 5 * time.Second,
+	}})
+	rc := newReceiver(t, func(_ int, r *http.Request) (int, http.Header, string) {
+		<-r.Context().Done() // hangs until the caller gives up
+		return 204, nil, ""
+	})
+	ep, _ := h.endpoint("wh-deadline", rc.srv.URL, []string{"*"})
+
+	h.publishEvent("evt-deadline", "contact.updated", `{}`)
+	eventually(t, 5*time.Second, "the event was not retried after its handler's deadline", func() bool { return rc.count() >= 2 })
+	if recs := h.attemptsOf(domain.DeliveryID("evt-deadline", ep.ID)); len(recs) != 0 {
+		t.Errorf("interrupted attempts left records %v; want none (our deadline is not the endpoint's failure)", statuses(recs))
+	}
 }
