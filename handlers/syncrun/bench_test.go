@@ -47,30 +47,12 @@ func BenchmarkPull100k(b *testing.B) {
 	var raw, first, again time.Duration
 	for i := range b.N {
 		b.StopTimer()
-		hs := newHarness(b, harnessConfig{
-			fake:    fakeapi.Options{Mode: fakeapi.Mode{Auth: fakeapi.AuthAPIKeyHeader, PageSize: benchPageSize}},
-			opts:    syncrun.Options{Concurrency: 1000},
-			logNone: true,
-		})
-		hs.srv.SeedN(entity, benchRecords)
-		hs.task("st-bench", domain.DirectionPull, domain.ModeFullRefresh)
+		hs := pullHarness(b, 0)
 		b.StartTimer()
 
 		raw += rawPagedRead(b, hs.srv)
-
-		start := time.Now()
-		e := hs.run(fmt.Sprintf("run-%d", i), "st-bench")
-		first += time.Since(start)
-		if e.Status != domain.ExecCompleted || stats(e).Added != benchRecords {
-			b.Fatalf("bench run: status %s, stats %+v", e.Status, stats(e))
-		}
-
-		start = time.Now()
-		e = hs.run(fmt.Sprintf("again-%d", i), "st-bench")
-		again += time.Since(start)
-		if e.Status != domain.ExecCompleted || stats(e).Unchanged != benchRecords {
-			b.Fatalf("bench re-run: status %s, stats %+v", e.Status, stats(e))
-		}
+		first += timedRun(b, hs, fmt.Sprintf("run-%d", i), func(st domain.SyncStats) bool { return st.Added == benchRecords })
+		again += timedRun(b, hs, fmt.Sprintf("again-%d", i), func(st domain.SyncStats) bool { return st.Unchanged == benchRecords })
 	}
 	rate := func(d time.Duration) float64 { return float64(benchRecords*b.N) / d.Seconds() }
 	b.ReportMetric(rate(raw), "raw_records/s")
@@ -102,24 +84,11 @@ func BenchmarkPull100kAt50msPerPage(b *testing.B) {
 	var raw, first time.Duration
 	for i := range b.N {
 		b.StopTimer()
-		hs := newHarness(b, harnessConfig{
-			fake:    fakeapi.Options{Mode: fakeapi.Mode{Auth: fakeapi.AuthAPIKeyHeader, PageSize: benchPageSize}},
-			opts:    syncrun.Options{Concurrency: 1000},
-			logNone: true,
-		})
-		hs.srv.SeedN(entity, benchRecords)
-		hs.task("st-bench", domain.DirectionPull, domain.ModeFullRefresh)
-		hs.srv.AddFault(fakeapi.Fault{Method: http.MethodGet, Path: "/api/contacts", Count: 1 << 30, Delay: pageLatency})
+		hs := pullHarness(b, pageLatency)
 		b.StartTimer()
 
 		raw += rawPagedRead(b, hs.srv)
-
-		start := time.Now()
-		e := hs.run(fmt.Sprintf("run-%d", i), "st-bench")
-		first += time.Since(start)
-		if e.Status != domain.ExecCompleted || stats(e).Added != benchRecords {
-			b.Fatalf("bench run: status %s, stats %+v", e.Status, stats(e))
-		}
+		first += timedRun(b, hs, fmt.Sprintf("run-%d", i), func(st domain.SyncStats) bool { return st.Added == benchRecords })
 	}
 	rate := func(d time.Duration) float64 { return float64(benchRecords*b.N) / d.Seconds() }
 	b.ReportMetric(rate(raw), "raw_records/s")
@@ -130,6 +99,34 @@ func BenchmarkPull100kAt50msPerPage(b *testing.B) {
 		bench.Row{Case: "first pull of 100,000 records, the fake answering each page after 50 ms", Value: rate(first), Unit: "records/s",
 			Baseline: "raw paged read at 50 ms per page", Ratio: rate(first) / rate(raw),
 			Note: "supplementary: a hosted API's page latency; the goal is held against the zero-latency read above"})
+}
+
+// pullHarness is a fake API with benchRecords records, answering each page
+// after latency (0: at once), and a full-refresh pull task of them.
+func pullHarness(b *testing.B, latency time.Duration) *harness {
+	hs := newHarness(b, harnessConfig{
+		fake:    fakeapi.Options{Mode: fakeapi.Mode{Auth: fakeapi.AuthAPIKeyHeader, PageSize: benchPageSize}},
+		opts:    syncrun.Options{Concurrency: 1000},
+		logNone: true,
+	})
+	hs.srv.SeedN(entity, benchRecords)
+	hs.task("st-bench", domain.DirectionPull, domain.ModeFullRefresh)
+	if latency > 0 {
+		hs.srv.AddFault(fakeapi.Fault{Method: http.MethodGet, Path: "/api/contacts", Count: 1 << 30, Delay: latency})
+	}
+	return hs
+}
+
+// timedRun runs the bench task as execution id and returns how long it took;
+// the run must complete with stats that satisfy want.
+func timedRun(b *testing.B, hs *harness, id string, want func(domain.SyncStats) bool) time.Duration {
+	start := time.Now()
+	e := hs.run(id, "st-bench")
+	took := time.Since(start)
+	if e.Status != domain.ExecCompleted || !want(stats(e)) {
+		b.Fatalf("bench run %s: status %s, stats %+v", id, e.Status, stats(e))
+	}
+	return took
 }
 
 // recordBench adds rows to the sync section of bench/results.json.
@@ -194,12 +191,7 @@ func BenchmarkPush100k(b *testing.B) {
 
 		raw += rawPost(b, rawSrv, benchRecords)
 
-		start := time.Now()
-		e := hs.run(fmt.Sprintf("run-%d", i), "st-bench")
-		push += time.Since(start)
-		if e.Status != domain.ExecCompleted || stats(e).Added != benchRecords {
-			b.Fatalf("bench push: status %s, stats %+v", e.Status, stats(e))
-		}
+		push += timedRun(b, hs, fmt.Sprintf("run-%d", i), func(st domain.SyncStats) bool { return st.Added == benchRecords })
 	}
 	rate := func(d time.Duration) float64 { return float64(benchRecords*b.N) / d.Seconds() }
 	b.ReportMetric(rate(raw), "raw_post_records/s")
