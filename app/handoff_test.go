@@ -2,9 +2,6 @@ package app_test
 
 import (
 	"encoding/json"
-	"io"
-	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,40 +27,9 @@ func TestDispatcher_KilledDuringAHandedOffAttemptDeliversItsSafetyCopy(t *testin
 	bin := buildBinary(t, "webhook-dispatcher")
 	api := start(t, env, app.PartAPI)
 
-	var (
-		mu    sync.Mutex
-		calls []struct {
-			id string
-			at time.Time
-		}
-	)
-	rcv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		_, _ = io.Copy(io.Discard, req.Body)
-		mu.Lock()
-		calls = append(calls, struct {
-			id string
-			at time.Time
-		}{req.Header.Get("webhook-id"), time.Now()})
-		n := len(calls)
-		mu.Unlock()
-		if n == 1 { // the first call hangs until its caller is gone
-			<-req.Context().Done()
-			return
-		}
-		w.WriteHeader(http.StatusOK)
-	})}
-	ln, err := listenLoopback()
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = rcv.Serve(ln) }()
-	t.Cleanup(func() { _ = rcv.Close() })
-	received := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(calls)
-	}
-	webhookID, _ := subscribe(t, api, "http://"+ln.Addr().String()+"/hook")
+	rcv := newHangingFirstReceiver(t)
+	received := func() int { return len(rcv.received()) }
+	webhookID, _ := subscribe(t, api, rcv.url)
 
 	first := startBinary(t, bin, env, "first dispatcher")
 	publish(t, api)
@@ -73,10 +39,9 @@ func TestDispatcher_KilledDuringAHandedOffAttemptDeliversItsSafetyCopy(t *testin
 	startBinary(t, bin, env, "second dispatcher")
 
 	eventually(t, 2*safety+10*time.Second, "the safety copy's attempt", func() bool { return received() == 2 })
-	mu.Lock()
+	calls := rcv.received()
 	gap := calls[1].at.Sub(calls[0].at)
-	sameID := calls[0].id != "" && calls[1].id == calls[0].id
-	mu.Unlock()
+	sameID := calls[0].webhookID != "" && calls[1].webhookID == calls[0].webhookID
 	// Due safety after the hand-off, less the delay queues' 10 % jitter; the next
 	// longer tier (the breaker's 30 s cool-down) would make it far later.
 	if lo, hi := handoff+safety*9/10-time.Second, handoff+safety*11/10+3*time.Second; gap < lo || gap > hi {
