@@ -329,18 +329,7 @@ func TestDelivery_SlowEndpointDoesNotDelayHealthyOnes(t *testing.T) {
 	opts.Timeout = 10 * time.Second
 	opts.DeferDelay = 50 * time.Millisecond
 	h := newHarness(t, harnessConfig{opts: opts, deliverers: 4})
-	release := make(chan struct{})
-	slow := newReceiver(t, func(int, *http.Request) (int, http.Header, string) {
-		<-release
-		return 200, nil, "late"
-	})
-	t.Cleanup(func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	})
+	slow, release := newStuckReceiver(t)
 	fast := newReceiver(t, nil)
 	slowEp, _ := h.endpoint("wh-slow", slow.srv.URL, []string{"*"})
 	fastEp, _ := h.endpoint("wh-fast", fast.srv.URL, []string{"*"})
@@ -361,7 +350,7 @@ func TestDelivery_SlowEndpointDoesNotDelayHealthyOnes(t *testing.T) {
 	if n := slow.count(); n != 2 {
 		t.Errorf("the stuck endpoint holds %d attempts, want at most MaxInFlightPerEndpoint=2", n)
 	}
-	close(release)
+	release()
 	eventually(t, 10*time.Second, "the slow endpoint's deferred deliveries were lost", func() bool { return slow.count() == 6 })
 }
 

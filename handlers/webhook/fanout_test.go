@@ -134,18 +134,7 @@ func TestFanOut_HangingEndpointDoesNotHoldTheOthersInline(t *testing.T) {
 	opts.Timeout = 10 * time.Second
 	opts.DeferDelay = 50 * time.Millisecond
 	h := newHarness(t, harnessConfig{opts: opts})
-	release := make(chan struct{})
-	slow := newReceiver(t, func(int, *http.Request) (int, http.Header, string) {
-		<-release
-		return 200, nil, "late"
-	})
-	t.Cleanup(func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	})
+	slow, release := newStuckReceiver(t)
 	fast := newReceiver(t, nil)
 	h.endpoint("wh-slow", slow.srv.URL, []string{"*"})
 	h.endpoint("wh-fast", fast.srv.URL, []string{"*"})
@@ -162,7 +151,7 @@ func TestFanOut_HangingEndpointDoesNotHoldTheOthersInline(t *testing.T) {
 	if n := slow.count(); n != 2 {
 		t.Errorf("the hanging endpoint holds %d attempts, want MaxInFlightPerEndpoint=2", n)
 	}
-	close(release)
+	release()
 	eventually(t, 10*time.Second, "the hanging endpoint's deferred deliveries were lost", func() bool { return slow.count() == 6 })
 }
 

@@ -506,3 +506,17 @@ func statuses(recs []domain.DeliveryAttempt) []domain.ExecutionStatus {
 	}
 	return out
 }
+
+// newStuckReceiver is an endpoint whose calls all wait until release is
+// called (at the latest when the test ends), then answer 200.
+func newStuckReceiver(t *testing.T) (rc *receiver, release func()) {
+	stuck := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(stuck) }) }
+	rc = newReceiver(t, func(int, *http.Request) (int, http.Header, string) {
+		<-stuck
+		return 200, nil, "late"
+	})
+	t.Cleanup(release)
+	return rc, release
+}
