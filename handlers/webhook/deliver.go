@@ -19,7 +19,9 @@ import (
 // The order makes it idempotent and crash-safe:
 //  1. An attempt whose record exists was made already (this is a redelivered
 //     message): the endpoint is not called again; the follow-ups derived from
-//     the record are published again and the message acked. The record is
+//     the record are published again and the message acked (nothing is
+//     published when the record is marked settled: the safety copy of a
+//     handed-off inline attempt, see attemptInline). The record is
 //     read only when the message may have been handled before
 //     (messaging.MayBeDuplicate: a broker redelivery, an in-process retry, a
 //     copy marked by its producer, or a transport that cannot tell). A first
