@@ -214,4 +214,7 @@ func TestBaselines_RawLoopsRun(t *testing.T) {
 	if rate := rawRabbitLoop(t, 2000); rate <= 0 {
 		t.Fatalf("raw RabbitMQ loop rate %.0f", rate)
 	}
+	if rate := plainDeliveryPath(t, rcv, 16, 2000); rate <= 0 || rcv.count.Load() < 2000 {
+		t.Fatalf("plain delivery path: rate %.0f, received %d of 2000", rate, rcv.count.Load())
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,11 @@ func TestBench_Dispatcher(t *testing.T) {
 	cpu = startCPU()
 	rawHTTP := rawHTTPLoop(t, plain.url(), 4*events)
 	rows = append(rows, benchRow{Case: "raw HTTP POST loop to a local receiver (16 in flight)", Value: rawHTTP, Note: cpu.note(cores, 4*events)})
+	cpu = startCPU()
+	plainPath := plainDeliveryPath(t, plain, benchClients(), 2*events)
+	rows = append(rows, benchRow{Case: "plain-client delivery path: HTTP in → confirmed publish → consume → signed POST → durable record → confirmed result → ack",
+		Value: plainPath, Baseline: "raw RabbitMQ loop", Ratio: plainPath / rawRabbit,
+		Note: fmt.Sprintf("net/http, amqp091 and bbolt only, nothing of ours; %d clients; %s", benchClients(), cpu.note(cores, 2*events))})
 
 	for _, mode := range []benchMode{
 		{"standalone (in-process broker, embedded store)", nil},
@@ -61,10 +67,12 @@ func TestBench_Dispatcher(t *testing.T) {
 		subscribe(t, s, rcv.url())
 
 		cpu := startCPU()
+		stopProfile := profileCPU(t, mode.name)
 		rate, p50, p99 := deliverClosedLoop(t, s, rcv, events)
+		stopProfile()
 		rows = append(rows, benchRow{Case: "deliveries end to end, " + mode.name, Value: rate, P50ms: ms(p50), P99ms: ms(p99),
 			Baseline: "raw RabbitMQ loop", Ratio: rate / rawRabbit,
-			Note: fmt.Sprintf("%d clients posting as fast as accepted; %s", benchClients(), cpu.note(cores, events))})
+			Note: fmt.Sprintf("%.2f of the plain-client path; %d clients posting as fast as accepted; %s", rate/plainPath, benchClients(), cpu.note(cores, events))})
 		half := rate / 2
 		hp50, hp99 := deliverOpenLoop(t, s, rcv, half, 5*time.Second)
 		rows = append(rows, benchRow{Case: "latency at half the peak rate, " + mode.name,
@@ -141,6 +149,24 @@ func deliverClosedLoop(t *testing.T, s *started, rcv *receiver, n int) (float64,
 	waitFor(t, 60*time.Second, func() bool { return rcv.count.Load() >= int64(n) })
 	elapsed := time.Unix(0, rcv.last.Load()).Sub(begin)
 	return float64(n) / elapsed.Seconds(), rcv.percentile(50), rcv.percentile(99)
+}
+
+// profileCPU writes a CPU profile of this process (the API, the dispatcher, the
+// bench clients and receivers; not the broker) to $IM_BENCH_CPUPROFILE.<mode>
+// when that is set, so a profile shows the closed loop alone.
+func profileCPU(t *testing.T, mode string) (stop func()) {
+	base := os.Getenv("IM_BENCH_CPUPROFILE")
+	if base == "" {
+		return func() {}
+	}
+	f, err := os.Create(base + "." + strings.Fields(mode)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // deliverOpenLoop posts at a fixed rate for d and returns latency percentiles.
