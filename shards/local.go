@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -115,6 +117,50 @@ func (l *Local) Get(ctx context.Context, tenantID, entity, key string) (Record, 
 		return Record{}, fmt.Errorf("%w: %s/%s", ErrNotFound, entity, key)
 	}
 	return doc.record(etag), nil
+}
+
+// GetMany returns what Get returns for each of keys (recs[i] and errs[i] are
+// keys[i]'s), in one store read when the container can: a sync run reads
+// Castiel's side of a page of records at once.
+func (l *Local) GetMany(ctx context.Context, tenantID, entity string, keys []string) ([]Record, []error) {
+	recs, errs := make([]Record, len(keys)), make([]error, len(keys))
+	mr, ok := store.ManyReaderOf(l.c)
+	if !ok {
+		for i, key := range keys {
+			recs[i], errs[i] = l.Get(ctx, tenantID, entity, key)
+		}
+		return recs, errs
+	}
+	ids := make([]string, 0, len(keys))
+	at := make([]int, 0, len(keys)) // the key of each id
+	for i, key := range keys {
+		if errs[i] = checkRef(tenantID, entity, key); errs[i] == nil {
+			ids, at = append(ids, LocalID(tenantID, entity, key)), append(at, i)
+		}
+	}
+	items, err := mr.ReadMany(ctx, LocalPartition(tenantID, entity), ids)
+	for n, i := range at {
+		key := keys[i]
+		if err != nil {
+			errs[i] = storeErr("get", key, err)
+			continue
+		}
+		if items[n].ID == "" {
+			errs[i] = storeErr("get", key, store.ErrNotFound)
+			continue
+		}
+		var doc localDoc
+		if err := json.Unmarshal(items[n].Body, &doc); err != nil {
+			errs[i] = storeErr("get", key, fmt.Errorf("decode %s: %w", items[n].ID, err))
+			continue
+		}
+		if doc.Deleted || !doc.owns(tenantID, entity, key) {
+			errs[i] = fmt.Errorf("%w: %s/%s", ErrNotFound, entity, key)
+			continue
+		}
+		recs[i] = doc.record(items[n].ETag)
+	}
+	return recs, errs
 }
 
 // IsCurrent reports whether version (a Record.Version) is still the stored
@@ -306,6 +352,7 @@ func (l *Local) WriteBatch(ctx context.Context, tenantID, entity string, writes 
 		at   []int // the write of each op
 		recs []Record
 	)
+	puts := l.encodePuts(tenantID, entity, writes)
 	for i, w := range writes {
 		if err := checkKey(w.Key); err != nil {
 			results[i].Err = err
@@ -330,12 +377,12 @@ func (l *Local) WriteBatch(ctx context.Context, tenantID, entity string, writes 
 			ops, at, recs = append(ops, op), append(at, i), append(recs, Record{})
 			continue
 		}
-		id, body, rec, err := l.encodePut(tenantID, entity, w.Key, w.Data)
-		if err != nil {
-			results[i].Err = err
+		put := puts[i]
+		if put.err != nil {
+			results[i].Err = put.err
 			continue
 		}
-		ops, at, recs = append(ops, store.UpsertOp(id, body)), append(at, i), append(recs, rec)
+		ops, at, recs = append(ops, store.UpsertOp(put.id, put.body)), append(at, i), append(recs, put.rec)
 	}
 	batches, etags, errs := store.WriteBatches(ctx, l.c, pk, ops)
 	j := 0 // the first op of batch k
@@ -363,6 +410,43 @@ func (l *Local) WriteBatch(ctx context.Context, tenantID, entity string, writes 
 		j += len(batch)
 	}
 	return results, nil
+}
+
+// encodedPut is a put of a batch, encoded (encodePut).
+type encodedPut struct {
+	id   string
+	body []byte
+	rec  Record
+	err  error
+}
+
+// minEncodeChunk is the fewest puts encodePuts gives a goroutine of their own.
+const minEncodeChunk = 64
+
+// encodePuts encodes the puts among writes (puts[i] is writes[i]'s) on up to
+// every CPU: a sync run waits for its page's batch.
+func (l *Local) encodePuts(tenantID, entity string, writes []Write) []encodedPut {
+	puts := make([]encodedPut, len(writes))
+	encode := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if w := writes[i]; !w.Delete {
+				p := &puts[i]
+				p.id, p.body, p.rec, p.err = l.encodePut(tenantID, entity, w.Key, w.Data)
+			}
+		}
+	}
+	n := len(writes)
+	w := min(runtime.GOMAXPROCS(0), n/minEncodeChunk)
+	if w <= 1 {
+		encode(0, n)
+		return puts
+	}
+	var wg sync.WaitGroup
+	for k := range w {
+		wg.Go(func() { encode(k*n/w, (k+1)*n/w) })
+	}
+	wg.Wait()
+	return puts
 }
 
 // List returns one page of records and tombstones within the retention.

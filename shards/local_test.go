@@ -232,3 +232,39 @@ func TestLocal_IsCurrentFollowsEveryWrite(t *testing.T) {
 		t.Errorf("an empty key: %v, want ErrInvalid", err)
 	}
 }
+
+// GetMany (a sync run's read of a page's Castiel side) gives for each key
+// what Get gives: the record, or the same error; in one read on the embedded
+// store, one read per key on a container that cannot read many at once.
+func TestLocal_GetManyAgreesWithGet(t *testing.T) {
+	t.Run("one read", func(t *testing.T) { testGetMany(t, openEmbedded(t)) })
+	t.Run("a read per key", func(t *testing.T) { testGetMany(t, struct{ store.Container }{openEmbedded(t)}) })
+}
+
+func testGetMany(t *testing.T, c store.Container) {
+	l := newLocal(t, c)
+	ctx := t.Context()
+	mustPut(t, l, "t1", "contacts", "a", map[string]any{"n": 1.0})
+	mustPut(t, l, "t1", "contacts", "b/with space", map[string]any{"n": 2.0})
+	mustPut(t, l, "t1", "contacts", "gone", map[string]any{"n": 3.0})
+	mustPut(t, l, "t1", "other", "a", map[string]any{"n": 4.0})
+	if err := l.Delete(ctx, "t1", "contacts", "gone"); err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{"b/with space", "missing", "a", "gone", "", "a"}
+	recs, errs := l.GetMany(ctx, "t1", "contacts", keys)
+	if len(recs) != len(keys) || len(errs) != len(keys) {
+		t.Fatalf("GetMany returned %d records and %d errors for %d keys", len(recs), len(errs), len(keys))
+	}
+	for i, key := range keys {
+		want, wantErr := l.Get(ctx, "t1", "contacts", key)
+		if (errs[i] == nil) != (wantErr == nil) || errors.Is(errs[i], shards.ErrNotFound) != errors.Is(wantErr, shards.ErrNotFound) ||
+			errors.Is(errs[i], shards.ErrInvalid) != errors.Is(wantErr, shards.ErrInvalid) {
+			t.Errorf("key %q: GetMany error %v, Get error %v", key, errs[i], wantErr)
+			continue
+		}
+		if !reflect.DeepEqual(recs[i], want) {
+			t.Errorf("key %q: GetMany gave %+v, Get gives %+v", key, recs[i], want)
+		}
+	}
+}

@@ -174,3 +174,25 @@ func SplitOps(ops []Op) [][]Op {
 func (r *Repository[T]) Batch(ctx context.Context, partitionKey string, ops []Op) ([]string, error) {
 	return r.c.Batch(ctx, partitionKey, ops)
 }
+
+// ManyReader is a Container that reads many documents of one partition in one
+// request (the embedded store: one read transaction). items[i] is what Read
+// returns for ids[i], or the zero Item (empty ID) where Read finds nothing.
+type ManyReader interface {
+	ReadMany(ctx context.Context, partitionKey string, ids []string) ([]Item, error)
+}
+
+// ManyReaderOf returns c as a ManyReader when it, or the container its
+// instrumentation wraps, is one. Where none is, callers read each document on
+// its own (concurrently, as a Cosmos client should).
+func ManyReaderOf(c Container) (ManyReader, bool) {
+	if ic, ok := c.(*instrumentedContainer); ok {
+		mr, ok := ic.next.(ManyReader)
+		if !ok {
+			return nil, false
+		}
+		return timedManyReader{ic, mr}, true
+	}
+	mr, ok := c.(ManyReader)
+	return mr, ok
+}

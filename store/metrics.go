@@ -168,3 +168,16 @@ func (c *instrumentedContainer) Batch(ctx context.Context, partitionKey string, 
 	c.observe(opLabelBatch, start, err)
 	return etags, err
 }
+
+// timedManyReader times a ReadMany as one read request of its container.
+type timedManyReader struct {
+	c    *instrumentedContainer
+	next ManyReader
+}
+
+func (t timedManyReader) ReadMany(ctx context.Context, partitionKey string, ids []string) ([]Item, error) {
+	start := time.Now()
+	items, err := t.next.ReadMany(ctx, partitionKey, ids)
+	t.c.observe(opLabelRead, start, err)
+	return items, err
+}

@@ -105,6 +105,44 @@ func TestInstrument_TimesEveryRequestByContainerAndOperation(t *testing.T) {
 	}
 }
 
+// The sync worker reads a page's states in one ReadMany where the store has it:
+// instrumentation must not hide it (production always instruments), and times
+// it as one read.
+func TestInstrument_KeepsReadManyVisibleAndTimesIt(t *testing.T) {
+	db, err := embedded.Open(filepath.Join(t.TempDir(), "db"), store.Containers(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	reg := prometheus.NewRegistry()
+	b, err := store.Instrument(db, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := b.Container(domain.ContainerWebhooks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if _, err := c.Create(ctx, "t1", "w1", []byte(`{"id":"w1","tenantId":"t1"}`)); err != nil {
+		t.Fatal(err)
+	}
+	mr, ok := store.ManyReaderOf(c)
+	if !ok {
+		t.Fatal("the instrumented embedded container offers no ReadMany")
+	}
+	items, err := mr.ReadMany(ctx, "t1", []string{"absent", "w1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if items[0].ID != "" || items[1].ID != "w1" {
+		t.Fatalf("ReadMany gave ids %q, %q; want \"\", \"w1\"", items[0].ID, items[1].ID)
+	}
+	if n := scrape(t, reg, "store_request_duration_seconds", map[string]string{"container": domain.ContainerWebhooks, "operation": "read"}); n != 1 {
+		t.Errorf("ReadMany timed as %v reads, want 1", n)
+	}
+}
+
 func TestInstrument_CountsThrottledAndUnavailableRequests(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	b, err := store.Instrument(failingBackend{}, reg)

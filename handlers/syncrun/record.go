@@ -29,17 +29,15 @@ func (e *recordFailure) Error() string { return e.err.Error() }
 func (e *recordFailure) Unwrap() error { return e.err }
 
 // recItem is one record to sync and what each side says about it (nil: no
-// news from that side). A pull item carries the raw external record, mapped
-// when the record is planned.
+// news from that side).
 type recItem struct {
-	key       string
-	raw       map[string]any // the external record as read (pull), or nil
-	tombstone bool           // raw came from the deleted-records endpoint
-	ext, in   *domain.SideRecord
-	readAt    time.Time // when the side given (raw or in) was read; zero: not checked
-	count     bool      // an unchanged record counts as such (not in the shard walk, which sees every record every run)
-	tally     *tally    // where the record is counted until its page's checkpoint; nil: the run's counts
-	version   string    // the shard's version of in, as the walk listed it ("": unknown)
+	key     string
+	ext, in *domain.SideRecord
+	pulled  bool      // ext was read from the external API (a page of a pull), not deduced
+	readAt  time.Time // when the side given (ext read, or in) was read; zero: not checked
+	count   bool      // an unchanged record counts as such (not in the shard walk, which sees every record every run)
+	tally   *tally    // where the record is counted until its page's checkpoint; nil: the run's counts
+	version string    // the shard's version of in, as the walk listed it ("": unknown)
 }
 
 // plan is one record's decided change whose durable writes wait to be
@@ -90,6 +88,7 @@ func (r *run) reconcileAll(ctx context.Context, items []recItem, gate <-chan str
 // uniqueKeys splits items into the first item of each key and the rest, in order.
 func uniqueKeys(items []recItem) (round, rest []recItem) {
 	seen := make(map[string]struct{}, len(items))
+	round = make([]recItem, 0, len(items))
 	for _, it := range items {
 		if _, dup := seen[it.key]; dup {
 			rest = append(rest, it)
@@ -124,26 +123,29 @@ func (r *run) reconcileRound(ctx context.Context, items []recItem, gate <-chan s
 	for i, it := range items {
 		keys[i] = it.key
 	}
-	perr := r.parallel(pctx, keys, func(ctx context.Context, i int) error {
-		p, err := r.plan(ctx, items[i])
-		switch {
-		case errors.Is(err, errStateRaced):
-			mu.Lock()
-			raced = append(raced, again(items[i]))
-			mu.Unlock()
-			return nil
-		case err != nil || p == nil:
-			return err
-		case p.shard != nil:
-			mu.Lock()
-			pulls = append(pulls, p)
-			mu.Unlock()
-			return nil
-		default:
-			w.add(p)
-			return nil
-		}
-	})
+	pres, perr := r.preread(pctx, items)
+	if perr == nil {
+		perr = r.parallel(pctx, keys, func(ctx context.Context, i int) error {
+			p, err := r.plan(ctx, items[i], pres.of(i))
+			switch {
+			case errors.Is(err, errStateRaced):
+				mu.Lock()
+				raced = append(raced, again(items[i]))
+				mu.Unlock()
+				return nil
+			case err != nil || p == nil:
+				return err
+			case p.shard != nil:
+				mu.Lock()
+				pulls = append(pulls, p)
+				mu.Unlock()
+				return nil
+			default:
+				w.add(p)
+				return nil
+			}
+		})
+	}
 	var serr error
 	if perr == nil && len(pulls) > 0 && gate != nil {
 		select {
@@ -176,20 +178,11 @@ func again(it recItem) recItem {
 // plan reads and classifies one record and makes the writes that cannot
 // wait for the page (to the external API, conflicts). It returns nil when
 // nothing is left to write.
-func (r *run) plan(ctx context.Context, it recItem) (*plan, error) {
-	if it.raw != nil {
-		deleted := it.tombstone || r.client.IsDeleted(r.entity.Name, it.raw)
-		ext, err := domain.ExternalSideRecord(r.entity, r.task.Mapping, it.raw, deleted)
-		if err != nil {
-			r.failItem(it.tally, it.key, "", err)
-			return nil, nil
-		}
-		it.ext = ext
-	}
+func (r *run) plan(ctx context.Context, it recItem, pre *preread) (*plan, error) {
 	if it.in.Present() && it.in.Hash == "" {
 		it.in.Hash = domain.ContentHash(it.in.Data)
 	}
-	raw, found, err := r.readState(ctx, it.key)
+	raw, found, err := pre.stateOf(ctx, r, it.key)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +212,7 @@ func (r *run) plan(ctx context.Context, it recItem) (*plan, error) {
 			// over the resolution. (The state as this run last wrote it,
 			// say for a record listed again on a later page, proves nothing
 			// of the kind.)
-			if it.raw != nil {
+			if it.pulled {
 				ext = nil
 			} else {
 				in = nil // read Castiel's side again, now
@@ -227,7 +220,7 @@ func (r *run) plan(ctx context.Context, it recItem) (*plan, error) {
 		}
 	}
 	if in == nil {
-		if in, err = r.readInternal(ctx, it.key); err != nil {
+		if in, err = pre.internalOf(ctx, r, it.key); err != nil {
 			if errors.Is(err, shards.ErrInvalid) {
 				r.failItem(it.tally, it.key, "", err)
 				return nil, nil
@@ -388,6 +381,12 @@ func (r *run) rereadInternal(ctx context.Context, it recItem) (*domain.SideRecor
 
 func (r *run) readInternal(ctx context.Context, key string) (*domain.SideRecord, error) {
 	rec, err := r.h.shards.Get(ctx, r.task.TenantID, r.task.Entity, key)
+	return internalSide(key, rec, err)
+}
+
+// internalSide is Castiel's side of key as a shard read gave it: a record
+// not found is a deletion.
+func internalSide(key string, rec shards.Record, err error) (*domain.SideRecord, error) {
 	if errors.Is(err, shards.ErrNotFound) {
 		return &domain.SideRecord{Deleted: true}, nil
 	}
@@ -488,17 +487,27 @@ func (r *run) writeShards(ctx context.Context, pulls []*plan, w *stateWriter) er
 	if err != nil {
 		return fmt.Errorf("write %d records to the shard: %w", len(writes), err)
 	}
-	var first error
+	// The new states (a hash and a copy of each record) on every CPU: this
+	// is on the way from one page's checkpoint to the next.
 	deleted := &domain.SideRecord{Deleted: true}
+	inChunks(len(pulls), func(lo, hi int) {
+		for i, p := range pulls[lo:hi] {
+			switch res := res[lo+i]; {
+			case !pullWritten(p, res):
+			case p.shard.Delete:
+				p.st.Agree(deleted, deleted, p.now)
+			default:
+				p.st.Agree(p.side, res.Record.Side(), p.now)
+			}
+		}
+	})
+	var first error
 	written := make([]*plan, 0, len(pulls))
 	defer func() { w.add(written...) }() // together: they go out in as few batches as they can
 	for i, p := range pulls {
 		res := res[i]
 		switch {
-		case p.shard.Delete && (res.Err == nil || errors.Is(res.Err, shards.ErrNotFound)):
-			p.st.Agree(deleted, deleted, p.now)
-		case res.Err == nil:
-			p.st.Agree(p.side, res.Record.Side(), p.now)
+		case pullWritten(p, res):
 		case errors.Is(res.Err, shards.ErrInvalid):
 			r.failItem(p.it.tally, p.it.key, p.d.Action, fmt.Errorf("the shard refused the write: %w", res.Err))
 			continue
@@ -509,6 +518,12 @@ func (r *run) writeShards(ctx context.Context, pulls []*plan, w *stateWriter) er
 		written = append(written, p)
 	}
 	return first
+}
+
+// pullWritten reports whether the shard took p's write (res): a put that
+// succeeded, or a delete of a record that is now gone.
+func pullWritten(p *plan, res shards.WriteResult) bool {
+	return res.Err == nil || p.shard.Delete && errors.Is(res.Err, shards.ErrNotFound)
 }
 
 // writeState writes one record's state on its own (rekey).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"runtime"
 	"sync"
 	"time"
 
@@ -327,7 +328,12 @@ func (r *run) finishPage(ctx context.Context, phase domain.SyncRunPhase, p *page
 	return r.save(ctx)
 }
 
-// pageItems returns the records of a page to sync and their keys.
+// pageItems returns the records of a page to sync, in Castiel's shape and
+// hashed, and the keys the page lists. A record without a key or that the
+// mapping cannot convert is counted failed and not synced; the latter's key
+// is still listed (the sweep must not take it for deleted). Mapped here, by
+// the reader a page ahead, so the mapping of one page overlaps the writes of
+// the one before.
 func (r *run) pageItems(recs []map[string]any, tombstones bool, at time.Time, t *tally) ([]recItem, []string) {
 	items := make([]recItem, 0, len(recs))
 	keys := make([]string, 0, len(recs))
@@ -337,8 +343,14 @@ func (r *run) pageItems(recs []map[string]any, tombstones bool, at time.Time, t 
 			r.failItem(t, "", "", err)
 			continue
 		}
-		items = append(items, recItem{key: key, raw: raw, tombstone: tombstones, readAt: at, count: true, tally: t})
+		deleted := tombstones || r.client.IsDeleted(r.entity.Name, raw)
 		keys = append(keys, key)
+		ext, err := domain.ExternalSideRecord(r.entity, r.task.Mapping, raw, deleted)
+		if err != nil {
+			r.failItem(t, key, "", err)
+			continue
+		}
+		items = append(items, recItem{key: key, ext: ext, pulled: true, readAt: at, count: true, tally: t})
 	}
 	return items, keys
 }
@@ -404,6 +416,25 @@ func (r *run) parallel(ctx context.Context, keys []string, fn func(ctx context.C
 		return context.Cause(ctx)
 	}
 	return nil
+}
+
+// minChunk is the fewest records inChunks gives a goroutine of their own.
+const minChunk = 64
+
+// inChunks calls fn on consecutive chunks of [0, n), up to one per CPU, and
+// waits for them: for CPU-bound work on a page's records on the way from one
+// checkpoint to the next, which would otherwise leave the other CPUs idle.
+func inChunks(n int, fn func(lo, hi int)) {
+	w := min(runtime.GOMAXPROCS(0), n/minChunk)
+	if w <= 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for k := range w {
+		wg.Go(func() { fn(k*n/w, (k+1)*n/w) })
+	}
+	wg.Wait()
 }
 
 // recordContext is the context one record is synced in. When ctx ends (a

@@ -98,16 +98,26 @@ func (w *stateWriter) loop() {
 // meanwhile is sent again without it; that plan is returned as raced.
 func (r *run) writeStates(ctx context.Context, plans []*plan) ([]*plan, error) {
 	ops := make([]store.Op, len(plans))
-	for i, p := range plans {
-		kind := store.OpReplace
-		if p.etag == "" {
-			kind = store.OpCreate
+	encErrs := make([]error, len(plans))
+	inChunks(len(plans), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			p := plans[i]
+			kind := store.OpReplace
+			if p.etag == "" {
+				kind = store.OpCreate
+			}
+			body, err := p.st.EncodeJSON()
+			if err != nil {
+				encErrs[i] = fmt.Errorf("write the sync state of %s: encode: %w", p.it.key, err)
+				continue
+			}
+			ops[i] = store.Op{Kind: kind, ID: p.st.ID, Body: body, IfMatch: p.etag}
 		}
-		body, err := p.st.EncodeJSON()
+	})
+	for _, err := range encErrs {
 		if err != nil {
-			return nil, fmt.Errorf("write the sync state of %s: encode: %w", p.it.key, err)
+			return nil, err
 		}
-		ops[i] = store.Op{Kind: kind, ID: p.st.ID, Body: body, IfMatch: p.etag}
 	}
 	var raced []*plan
 	var first error

@@ -3,6 +3,7 @@ package embedded_test
 import (
 	"errors"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -240,5 +241,43 @@ func TestEmbedded_TTLMinusOneNeverExpiresAndBadTTLIsRefused(t *testing.T) {
 	// An expired id is free again.
 	if _, err := c.Create(ctx, "t", "default", []byte(`{"id":"default","tenantId":"t"}`)); err != nil {
 		t.Errorf("Create over an expired document: %v", err)
+	}
+}
+
+// ReadMany reads a page's documents in one transaction and must agree with
+// Read on each: the live document, or nothing for a missing id, another
+// partition's document or a deleted one.
+func TestEmbedded_ReadManyAgreesWithRead(t *testing.T) {
+	ctx := t.Context()
+	c, _ := openTemp(t, store.Containers(time.Hour)).Container(domain.ContainerWebhooks)
+	for _, d := range []struct{ pk, id string }{{"t", "a"}, {"t", "b"}, {"t", "gone"}, {"u", "c"}} {
+		body := `{"id":"` + d.id + `","tenantId":"` + d.pk + `"}`
+		if _, err := c.Create(ctx, d.pk, d.id, []byte(body)); err != nil {
+			t.Fatalf("Create %s/%s: %v", d.pk, d.id, err)
+		}
+	}
+	if err := c.Delete(ctx, "t", "gone", ""); err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{"b", "missing", "a", "c", "gone", "a"}
+	got, err := c.(store.ManyReader).ReadMany(ctx, "t", ids)
+	if err != nil {
+		t.Fatalf("ReadMany: %v", err)
+	}
+	if len(got) != len(ids) {
+		t.Fatalf("ReadMany returned %d items for %d ids", len(got), len(ids))
+	}
+	for i, id := range ids {
+		want, err := c.Read(ctx, "t", id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			if got[i].ID != "" {
+				t.Errorf("ids[%d] %q: ReadMany found %s, Read finds nothing", i, id, got[i].Body)
+			}
+		case err != nil:
+			t.Fatal(err)
+		case !reflect.DeepEqual(got[i], want):
+			t.Errorf("ids[%d] %q: ReadMany gave %+v, Read gives %+v", i, id, got[i], want)
+		}
 	}
 }
