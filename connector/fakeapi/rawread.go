@@ -12,6 +12,12 @@ import (
 // benchmarks of the connector and of sync runs are held against. It returns
 // how many records it read.
 func (s *Server) RawPagedRead(pageSize int) (int, error) {
+	return s.RawPages(pageSize, func([]map[string]any) {})
+}
+
+// RawPages reads like RawPagedRead and hands each page's records to page
+// before reading the next.
+func (s *Server) RawPages(pageSize int, page func([]map[string]any)) (int, error) {
 	hc := &http.Client{}
 	n, cursor := 0, ""
 	for {
@@ -40,6 +46,7 @@ func (s *Server) RawPagedRead(pageSize int) (int, error) {
 			return n, fmt.Errorf("raw page: status %d, %v", resp.StatusCode, err)
 		}
 		n += len(body.Data)
+		page(body.Data)
 		if body.Meta.NextCursor == nil {
 			return n, nil
 		}
