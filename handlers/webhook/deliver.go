@@ -93,21 +93,22 @@ func (d *Dispatcher) attempt(ctx context.Context, from, self *message.Message, c
 	}
 	out, err := d.call(ctx, cmd, e)
 	if err != nil {
-		lease.release(errNotAttempted)
+		lease.release(errNotAttempted, 0)
 		return err
 	}
 	dec := domain.DecideAttempt(out.result, cmd.Attempt, d.policy(), out.finished)
 	if dec.Status != domain.ExecDelivered && ctx.Err() != nil {
 		// Our own deadline or shutdown cut the attempt short: not the endpoint's fault.
-		lease.release(errNotAttempted)
+		lease.release(errNotAttempted, 0)
 		return fmt.Errorf("attempt %d of delivery %s interrupted on our side: %w", cmd.Attempt, cmd.DeliveryID, ctx.Err())
 	}
+	took := out.finished.Sub(out.started)
 	if dec.EndpointFailed {
-		lease.release(errAttemptFailed)
+		lease.release(errAttemptFailed, took)
 	} else {
-		lease.release(nil)
+		lease.release(nil, took)
 	}
-	d.metrics.duration.Observe(out.finished.Sub(out.started).Seconds())
+	d.metrics.duration.Observe(took.Seconds())
 	return d.record(ctx, from, cmd, d.attemptRecord(cmd, e.ep, out, dec))
 }
 

@@ -770,6 +770,44 @@ func TestOptions_RejectUnusableValues(t *testing.T) {
 // A busy but quick endpoint at its in-flight bound gets its deliveries in
 // turn: each waits in process for a place (InFlightWait) instead of being
 // deferred through the delay queue; with no wait they bounce.
+// A slow endpoint's backlog must not bounce through the delay queue every
+// DeferDelay for as long as it lasts (a broker round trip per waiting delivery
+// each time): deliveries deferred at the in-flight bound are spread over the
+// turns the endpoint will have, as its attempts' duration tells.
+func TestDelivery_SlowEndpointsBacklogComesBackInTurnsNotEveryDeferDelay(t *testing.T) {
+	const deliveries, answerAfter = 8, 250 * time.Millisecond
+	opts := fastOptions()
+	opts.MaxInFlightPerEndpoint = 1
+	opts.InFlightWait = -1
+	opts.DeferDelay = 20 * time.Millisecond
+	opts.BreakerCooldown = 10 * time.Second
+	h := newHarness(t, harnessConfig{opts: opts, deliverers: 8})
+	var inFlight, most atomic.Int32
+	rc := newReceiver(t, func(int, *http.Request) (int, http.Header, string) {
+		n := inFlight.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		time.Sleep(answerAfter)
+		inFlight.Add(-1)
+		return 204, nil, ""
+	})
+	ep, _ := h.endpoint("wh-slow-backlog", rc.srv.URL, []string{"*"})
+
+	for i := range deliveries {
+		h.publishDeliver(deliverCmd(fmt.Sprintf("evt-slow-%d", i), ep, `{}`))
+	}
+	eventually(t, 15*time.Second, "not every delivery arrived", func() bool { return rc.count() == deliveries })
+	if m := most.Load(); m > 1 {
+		t.Errorf("%d calls in flight at once, want at most MaxInFlightPerEndpoint=1", m)
+	}
+	// Bouncing every DeferDelay, the waiting deliveries came back about 350
+	// times in all (each every 20 ms for up to 2 s); in turns, a few times each.
+	if deferred := h.metric("webhook_delivery_deferrals_total", deferInFlight); deferred > 6*deliveries {
+		t.Errorf("%v deferrals for the in-flight bound while %d deliveries waited for a %v endpoint; want at most %d",
+			deferred, deliveries, answerAfter, 6*deliveries)
+	}
+}
+
 func TestDelivery_BusyQuickEndpointTakesItsTurnInsteadOfBouncing(t *testing.T) {
 	for _, tc := range []struct {
 		name      string

@@ -53,6 +53,12 @@ type endpointState struct {
 	limiter  *rate.Limiter // nil: no limit
 	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
 	lastUsed time.Time
+	// How long the endpoint's attempts take (a moving average; 0: none
+	// seen), and when the last delivery deferred at the in-flight bound is
+	// due to find a place (busyDelay).
+	attemptTook time.Duration
+	admittedAt  time.Time // the latest attempt's start
+	placeFreeAt time.Time
 }
 
 // stateIdleAfter: an endpoint's state unused this long, with nothing in
@@ -122,8 +128,9 @@ func (h *healthTracker) acquire(ctx context.Context, key string, rps float64, no
 		}
 		if h.opts.InFlightWait <= 0 {
 			st.lastUsed = now
+			delay := st.busyDelay(now, h.opts)
 			st.mu.Unlock()
-			return nil, &deferral{deferInFlight, h.opts.DeferDelay}
+			return nil, &deferral{deferInFlight, delay}
 		}
 		if st.freed == nil {
 			st.freed = make(chan struct{})
@@ -143,8 +150,9 @@ func (h *healthTracker) acquire(ctx context.Context, key string, rps float64, no
 		}
 		st.mu.Lock()
 		st.lastUsed = now
+		delay := st.busyDelay(now, h.opts)
 		st.mu.Unlock()
-		return nil, &deferral{deferInFlight, h.opts.DeferDelay}
+		return nil, &deferral{deferInFlight, delay}
 	}
 	defer st.mu.Unlock()
 	st.lastUsed = now
@@ -160,8 +168,35 @@ func (h *healthTracker) acquire(ctx context.Context, key string, rps float64, no
 		return nil, &deferral{deferRateLimited, max(h.opts.DeferDelay, time.Duration(float64(time.Second)/rps))}
 	}
 	st.inFlight++
+	st.admittedAt = now
 	return &lease{st: st, done: done}, nil
 }
+
+// busyDelay is how long a delivery deferred at the in-flight bound waits.
+// The endpoint frees a place about every attemptTook/MaxInFlightPerEndpoint,
+// so each deferral is given the next such turn after the ones already given:
+// a slow endpoint's waiting deliveries come back about when a place is free,
+// instead of each of them every DeferDelay (a broker round trip per waiting
+// delivery per DeferDelay, for as long as the backlog lasts). Until an
+// attempt has ended, no place has freed since the latest one started: that
+// long is the pace so far. At least DeferDelay, at most BreakerCooldown: a
+// busy endpoint's delivery waits no longer than a tripped one's. Call with
+// st.mu held, at the bound (so an attempt was admitted).
+func (st *endpointState) busyDelay(now time.Time, o Options) time.Duration {
+	pace := max(st.attemptTook, now.Sub(st.admittedAt))
+	turn := pace / time.Duration(o.MaxInFlightPerEndpoint)
+	st.placeFreeAt = st.placeFreeAt.Add(turn)
+	if st.placeFreeAt.Before(now) {
+		st.placeFreeAt = now.Add(turn)
+	}
+	if latest := now.Add(o.BreakerCooldown); st.placeFreeAt.After(latest) {
+		st.placeFreeAt = latest
+	}
+	return min(max(st.placeFreeAt.Sub(now), o.DeferDelay), o.BreakerCooldown)
+}
+
+// attemptTookWeight is the weight of the latest attempt in attemptTook.
+const attemptTookWeight = 0.2
 
 // setRate follows the endpoint's rateLimitPerSecond as its document changes.
 func (st *endpointState) setRate(rps float64) {
@@ -183,15 +218,23 @@ func (st *endpointState) setRate(rps float64) {
 }
 
 // lease is one admitted attempt; release it exactly once with the outcome:
-// nil (delivered), errAttemptFailed, or errNotAttempted.
+// nil (delivered), errAttemptFailed, or errNotAttempted, and how long the
+// attempt took (ignored when it was not made).
 type lease struct {
 	st   *endpointState
 	done func(error)
 }
 
-func (l *lease) release(outcome error) {
+func (l *lease) release(outcome error, took time.Duration) {
 	l.done(outcome)
 	l.st.mu.Lock()
+	if !errors.Is(outcome, errNotAttempted) && took > 0 {
+		if l.st.attemptTook == 0 {
+			l.st.attemptTook = took
+		} else {
+			l.st.attemptTook += time.Duration(attemptTookWeight * float64(took-l.st.attemptTook))
+		}
+	}
 	l.st.inFlight--
 	if l.st.freed != nil {
 		close(l.st.freed) // wake who waits for a place
