@@ -1,10 +1,15 @@
 package syncrun_test
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,6 +95,148 @@ func plainPull(b *testing.B, srv *fakeapi.Server) time.Duration {
 	}
 	if kept != benchRecords {
 		b.Fatalf("plain pull kept %d records, want %d", kept, benchRecords)
+	}
+	return took
+}
+
+// plainPush is the least a push can do, written with the plain libraries and
+// nothing of ours: n records kept in bbolt are read a page at a time, each page
+// POSTed to the fake 16 at a time (as rawPost does) and then the content hash
+// of every record it took kept durably in one bbolt transaction (what a later
+// run needs to tell a change), that commit overlapping the next page's POSTs.
+// No mapping, no shard schema, no checkpoint, no execution record.
+func plainPush(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
+	b.Helper()
+	db, err := bolt.Open(filepath.Join(b.TempDir(), "plain-push.db"), 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	records, hashes := []byte("records"), []byte("hashes")
+	if err := db.Update(func(tx *bolt.Tx) error {
+		recs, err := tx.CreateBucket(records)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket(hashes); err != nil {
+			return err
+		}
+		for i := range n {
+			id := fmt.Sprintf("plain-%07d", i)
+			doc := fmt.Sprintf(`{"id":%q,"name":"Plain %d","email":"plain%d@example.com"}`, id, i, i)
+			if err := recs.Put([]byte(id), []byte(doc)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	post := func(doc []byte) error {
+		resp, err := hc.Post(srv.URL+"/api/contacts", "application/json", bytes.NewReader(doc))
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("plain push: HTTP %d", resp.StatusCode)
+		}
+		return nil
+	}
+	type kv struct{ id, doc []byte }
+	pushPage := func(page []kv) error {
+		next := make(chan kv)
+		errs := make([]error, 16)
+		var wg sync.WaitGroup
+		for w := range 16 {
+			wg.Go(func() {
+				for r := range next {
+					if err := post(r.doc); err != nil && errs[w] == nil {
+						errs[w] = err
+					}
+				}
+			})
+		}
+		for _, r := range page {
+			next <- r
+		}
+		close(next)
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+	keep := func(page []kv) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			sums := tx.Bucket(hashes)
+			for _, r := range page {
+				sum := sha256.Sum256(r.doc)
+				if err := sums.Put(r.id, sum[:]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+
+	start := time.Now()
+	pushed := make(chan []kv, 1)
+	kept := make(chan error, 1)
+	go func() {
+		var err error
+		for page := range pushed {
+			if err == nil {
+				err = keep(page)
+			}
+		}
+		kept <- err
+	}()
+	// A page is read in a read transaction of its own: one held across the
+	// run would keep the concurrent commits from growing the file's mapping.
+	readPage := func(after []byte) ([]kv, error) {
+		var page []kv
+		err := db.View(func(tx *bolt.Tx) error {
+			cur := tx.Bucket(records).Cursor()
+			k, v := cur.First()
+			if after != nil {
+				if k, v = cur.Seek(after); bytes.Equal(k, after) {
+					k, v = cur.Next()
+				}
+			}
+			for ; k != nil && len(page) < benchPageSize; k, v = cur.Next() {
+				page = append(page, kv{bytes.Clone(k), bytes.Clone(v)})
+			}
+			return nil
+		})
+		return page, err
+	}
+	var after []byte
+	for {
+		var page []kv
+		if page, err = readPage(after); err != nil || len(page) == 0 {
+			break
+		}
+		if err = pushPage(page); err != nil {
+			break
+		}
+		pushed <- page
+		after = page[len(page)-1].id
+	}
+	close(pushed)
+	if kerr := <-kept; err == nil {
+		err = kerr
+	}
+	took := time.Since(start)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var kept0 int
+	if err := db.View(func(tx *bolt.Tx) error { kept0 = tx.Bucket(hashes).Stats().KeyN; return nil }); err != nil {
+		b.Fatal(err)
+	}
+	if kept0 != n {
+		b.Fatalf("plain push kept %d hashes, want %d", kept0, n)
 	}
 	return took
 }
