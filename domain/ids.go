@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -93,7 +94,28 @@ func ConflictID(executionID, entity, recordKey string) string {
 // refuses). A key too long for that falls back to DeterministicID(prefix,
 // scope..., key), whose "_" after the prefix keeps the two forms apart.
 func OrderedID(prefix string, scope []string, key string) string {
-	n := len(prefix) + 2 + hashIDLen
+	var buf [64]byte
+	return orderedID(orderedHead(buf[:0], prefix, scope), prefix, scope, key)
+}
+
+// OrderedIDs returns OrderedID(prefix, scope, ·), the scope hashed once: for
+// the ids of many keys of one scope (a sync run's page of records).
+func OrderedIDs(prefix string, scope []string) func(key string) string {
+	head := orderedHead(nil, prefix, scope)
+	return func(key string) string { return orderedID(head, prefix, scope, key) }
+}
+
+// orderedHead appends what every OrderedID of the scope starts with.
+func orderedHead(b []byte, prefix string, scope []string) []byte {
+	b = append(b, prefix...)
+	b = append(b, ':')
+	b = appendHashID(b, scope)
+	return append(b, ':')
+}
+
+// orderedID is OrderedID(prefix, scope, key), head its orderedHead.
+func orderedID(head []byte, prefix string, scope []string, key string) string {
+	n := len(head)
 	for i := 0; i < len(key) && n <= MaxIDLength; i++ {
 		if orderedRaw(key[i]) {
 			n++
@@ -104,20 +126,18 @@ func OrderedID(prefix string, scope []string, key string) string {
 	if n > MaxIDLength || key == "" {
 		return DeterministicID(prefix, append(append([]string(nil), scope...), key)...)
 	}
-	b := make([]byte, 0, n)
-	b = append(b, prefix...)
-	b = append(b, ':')
-	b = appendHashID(b, scope)
-	b = append(b, ':')
+	var b strings.Builder // one allocation: the id
+	b.Grow(n)
+	b.Write(head)
 	const hexDigits = "0123456789abcdef"
 	for i := 0; i < len(key); i++ {
 		if c := key[i]; orderedRaw(c) {
-			b = append(b, c)
+			b.WriteByte(c)
 		} else {
-			b = append(b, '_', hexDigits[c>>4], hexDigits[c&0xf])
+			b.Write([]byte{'_', hexDigits[c>>4], hexDigits[c&0xf]})
 		}
 	}
-	return string(b)
+	return b.String()
 }
 
 func orderedRaw(c byte) bool { return isAlnum(c) || c == '.' || c == '-' }

@@ -85,6 +85,12 @@ func (e *MappingError) Is(target error) bool { return target == ErrMapping }
 // (external APIs often send "" for "no value"). A value that cannot be
 // converted is a *MappingError naming the field.
 func ApplyMapping(m []FieldMapping, src map[string]any, dir MappingDirection) (map[string]any, error) {
+	return applyMapping(m, src, dir, false)
+}
+
+// applyMapping is ApplyMapping, into src itself when inPlace: src is then
+// the caller's to give, and must be kept as is by a copy (keptByClone).
+func applyMapping(m []FieldMapping, src map[string]any, dir MappingDirection, inPlace bool) (map[string]any, error) {
 	if dir != MapToInternal && dir != MapToExternal {
 		return nil, &MappingError{Index: -1, Message: fmt.Sprintf("unknown mapping direction %q", dir)}
 	}
@@ -93,45 +99,62 @@ func ApplyMapping(m []FieldMapping, src map[string]any, dir MappingDirection) (m
 			return nil, err
 		}
 	}
-	out := cloneMap(src)
-	// Remove every consumed field first, then write the targets, so a rename
-	// whose target is another entry's source (a swap) works.
+	// Every value moved is read (and copied) first, then every consumed
+	// field removed, then the targets written: so a rename whose target is
+	// another entry's source (a swap) works, and, in place, no removal
+	// changes a value still to be moved.
 	type move struct {
 		index    int
 		value    any
 		from, to string
 		convert  Convert
 	}
-	moves := make([]move, 0, len(m))
+	var few [8]move // most mappings have no more entries: no allocation a record
+	moves := few[:0]
+	var seg [8]string // the segments of one path at a time: most paths have no more
 	for i, fm := range m {
 		switch {
 		case fm.Ignore:
-			// Ignored external fields never leave or enter the external shape.
-			removePath(out, splitPath(fm.Source))
 		case fm.Constant != nil:
 			if dir == MapToInternal {
-				moves = append(moves, move{index: i, value: fm.Constant, from: fm.Target, to: fm.Target, convert: fm.Convert})
-			} else {
-				removePath(out, splitPath(fm.Target))
+				moves = append(moves, move{index: i, value: cloneValue(fm.Constant, 0), from: fm.Target, to: fm.Target, convert: fm.Convert})
 			}
 		default:
 			from, to := fm.Source, fm.Target
 			if dir == MapToExternal {
 				from, to = to, from
 			}
-			v, ok := getPath(src, splitPath(from))
-			removePath(out, splitPath(from))
-			if ok {
-				moves = append(moves, move{index: i, value: v, from: from, to: to, convert: fm.Convert})
+			if v, ok := getPath(src, appendPath(seg[:0], from)); ok {
+				moves = append(moves, move{index: i, value: cloneValue(v, 0), from: from, to: to, convert: fm.Convert})
 			}
 		}
 	}
+	out := src
+	if !inPlace {
+		out = cloneMap(src)
+	}
+	for _, fm := range m {
+		switch {
+		case fm.Ignore:
+			// Ignored external fields never leave or enter the external shape.
+			removePath(out, appendPath(seg[:0], fm.Source))
+		case fm.Constant != nil:
+			if dir == MapToExternal {
+				removePath(out, appendPath(seg[:0], fm.Target))
+			}
+		case dir == MapToExternal:
+			removePath(out, appendPath(seg[:0], fm.Target))
+		default:
+			removePath(out, appendPath(seg[:0], fm.Source))
+		}
+	}
 	for _, mv := range moves {
+		// Converting a copy gives a copy: conversions make scalars, or refuse.
 		v, err := convertValue(mv.value, mv.convert, dir)
 		if err != nil {
 			return nil, &MappingError{Field: mv.from, Index: mv.index, Message: err.Error()}
 		}
-		if err := setPath(out, splitPath(mv.to), cloneValue(v, 0)); err != nil {
+		if err := setPath(out, appendPath(seg[:0], mv.to), v); err != nil {
 			return nil, &MappingError{Field: mv.to, Index: mv.index, Message: err.Error()}
 		}
 	}
@@ -181,6 +204,19 @@ func validPath(p string) bool {
 }
 
 func splitPath(p string) []string { return strings.Split(p, ".") }
+
+// appendPath appends the segments of the dotted path p to segs: splitPath
+// into a buffer of the caller's (mapping a record splits every path).
+func appendPath(segs []string, p string) []string {
+	for {
+		seg, rest, more := strings.Cut(p, ".")
+		segs = append(segs, seg)
+		if !more {
+			return segs
+		}
+		p = rest
+	}
+}
 
 // getPath reads a nested value; a path through a non-object is absent.
 func getPath(m map[string]any, path []string) (any, bool) {
@@ -246,6 +282,45 @@ func cloneMap(m map[string]any) map[string]any {
 		out[k] = cloneValue(v, 0)
 	}
 	return out
+}
+
+// keptByClone reports whether cloneMap(m) would be m as it is: nothing
+// nested too deep to be copied, no nil map or slice (a copy makes them
+// empty). Records decoded from JSON are, unless absurdly deep.
+func keptByClone(m map[string]any) bool {
+	for _, v := range m {
+		if !keptByCloneValue(v, 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func keptByCloneValue(v any, depth int) bool {
+	if depth > maxCanonicalDepth {
+		return false
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		if x == nil {
+			return false
+		}
+		for _, e := range x {
+			if !keptByCloneValue(e, depth+1) {
+				return false
+			}
+		}
+	case []any:
+		if x == nil {
+			return false
+		}
+		for _, e := range x {
+			if !keptByCloneValue(e, depth+1) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func cloneValue(v any, depth int) any {

@@ -38,6 +38,19 @@ func FuzzApplyMapping(f *testing.F) {
 			}
 			_ = ContentHash(out)
 		}
+		// A sync run maps a page's records in place where a copy would keep
+		// them as they are: it must give exactly what the copying path gives.
+		var own map[string]any
+		_ = json.Unmarshal(record, &own)
+		if keptByClone(own) {
+			inPlace, ierr := applyMapping(m, own, dir, true)
+			if (ierr == nil) != (err == nil) {
+				t.Fatalf("in place: error %v, copying: error %v", ierr, err)
+			}
+			if err == nil && ContentHash(inPlace) != ContentHash(out) {
+				t.Fatalf("in place mapped to %v, copying to %v", inPlace, out)
+			}
+		}
 		for _, s := range SuggestMapping(src, src) {
 			if err := s.Validate(); err != nil {
 				t.Fatalf("suggested mapping %+v does not validate: %v", s, err)

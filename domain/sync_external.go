@@ -51,7 +51,23 @@ func ExternalSideRecord(e EntityDef, mapping []FieldMapping, raw map[string]any,
 	if deleted {
 		return &SideRecord{Deleted: true, ModifiedAt: at}, nil
 	}
-	mapped, err := ApplyMapping(mapping, raw, MapToInternal)
+	return externalSide(mapping, raw, at, false)
+}
+
+// ExternalSideRecordTaking is ExternalSideRecord for a record the caller
+// hands over (a page's record a sync run only maps): it is mapped in place
+// instead of copied first, and left in no particular state on an error.
+func ExternalSideRecordTaking(e EntityDef, mapping []FieldMapping, raw map[string]any, deleted bool) (*SideRecord, error) {
+	at := e.ModifiedAt(raw)
+	if deleted {
+		return &SideRecord{Deleted: true, ModifiedAt: at}, nil
+	}
+	// In place only where a copy would be raw as it is.
+	return externalSide(mapping, raw, at, raw != nil && keptByClone(raw))
+}
+
+func externalSide(mapping []FieldMapping, raw map[string]any, at time.Time, inPlace bool) (*SideRecord, error) {
+	mapped, err := applyMapping(mapping, raw, MapToInternal, inPlace)
 	if err != nil {
 		return nil, err
 	}

@@ -102,3 +102,49 @@ func TestExternalSideRecord_HashEqualsCastielsHashOfTheSameRecord(t *testing.T) 
 		t.Errorf("external hash %s differs from Castiel's %s for the same record %v", ext.ContentHash(), internal.ContentHash(), ext.Data)
 	}
 }
+
+func TestExternalSideRecordTaking_GivesWhatExternalSideRecordGives(t *testing.T) {
+	deep := any("leaf")
+	for range maxCanonicalDepth + 3 {
+		deep = map[string]any{"d": deep}
+	}
+	mapping := []FieldMapping{
+		{Source: "name", Target: "fullName"},
+		{Source: "email", Target: "contact.email"},
+		{Source: "meta", Target: "info"},
+		{Source: "meta.secret", Ignore: true}, // inside a moved object: the moved copy keeps it
+		{Source: "a", Target: "b"},
+		{Source: "b", Target: "a"}, // a swap
+		{Source: "count", Target: "n", Convert: ConvertString},
+		{Target: "source", Constant: map[string]any{"crm": "fake"}},
+	}
+	records := map[string]func() map[string]any{
+		"flat": func() map[string]any {
+			return map[string]any{"id": "c1", "name": "Ann", "email": "ann@example.com", "a": 1.0, "b": "two", "count": json.Number("12345678901234567")}
+		},
+		"nested": func() map[string]any {
+			return map[string]any{"id": "c2", "meta": map[string]any{"secret": "s", "tags": []any{"x", map[string]any{"y": nil}}}}
+		},
+		"nil object and list": func() map[string]any {
+			return map[string]any{"id": "c3", "empty": map[string]any(nil), "none": []any(nil)}
+		},
+		"deeper than a copy keeps": func() map[string]any { return map[string]any{"id": "c4", "deep": deep} },
+		"empty":                    func() map[string]any { return map[string]any{} },
+		"nil":                      func() map[string]any { return nil },
+	}
+	for name, rec := range records {
+		t.Run(name, func(t *testing.T) {
+			want, werr := ExternalSideRecord(EntityDef{}, mapping, rec(), false)
+			got, gerr := ExternalSideRecordTaking(EntityDef{}, mapping, rec(), false)
+			if (werr == nil) != (gerr == nil) {
+				t.Fatalf("errors differ: %v, taking: %v", werr, gerr)
+			}
+			if werr != nil {
+				return
+			}
+			if got.Hash != want.Hash || !reflect.DeepEqual(got.Data, want.Data) {
+				t.Errorf("a pull mapping the record in place would store and hash it differently:\n got  %#v (%s)\n want %#v (%s)", got.Data, got.Hash, want.Data, want.Hash)
+			}
+		})
+	}
+}

@@ -26,11 +26,8 @@ func ContentHash(rec map[string]any, volatile ...string) string {
 	if len(volatile) > 0 {
 		rec = withoutPaths(rec, volatile)
 	}
-	h := sha256.New()
-	buf := make([]byte, 0, 256)
-	buf = appendCanonical(buf, rec, 0)
-	h.Write(buf)
-	return hex.EncodeToString(h.Sum(nil))
+	sum := sha256.Sum256(appendCanonical(make([]byte, 0, 256), rec, 0))
+	return hex.EncodeToString(sum[:])
 }
 
 // CanonicalJSON returns the canonical encoding ContentHash hashes. It is

@@ -46,6 +46,12 @@ func RecordStateID(syncTaskID, recordKey string) string {
 	return OrderedID("rst", []string{syncTaskID}, recordKey)
 }
 
+// RecordStateIDs returns RecordStateID(syncTaskID, ·), for many records of
+// the task.
+func RecordStateIDs(syncTaskID string) func(recordKey string) string {
+	return OrderedIDs("rst", []string{syncTaskID})
+}
+
 // NewRecordState returns the empty state of a record never synced.
 func NewRecordState(tenantID, syncTaskID, recordKey string) *RecordState {
 	return &RecordState{
@@ -288,10 +294,28 @@ func conflictKind(external, internal Change) ConflictKind {
 // which keeps what the state holds for it). The base snapshot becomes the
 // internal version. Any pending conflict is cleared.
 func (s *RecordState) Agree(external, internal *SideRecord, now time.Time) {
+	s.agree(external, internal, now, cloneMap)
+}
+
+// AgreeTaking is Agree for an internal side the caller hands over: the base
+// snapshot is internal's Data itself, not a copy (unless a copy would not
+// keep it as it is). For a side nobody else holds (the copy a shard store
+// returns of the record it just wrote), which a pull would otherwise copy
+// once more for every record.
+func (s *RecordState) AgreeTaking(external, internal *SideRecord, now time.Time) {
+	s.agree(external, internal, now, func(m map[string]any) map[string]any {
+		if m == nil || !keptByClone(m) {
+			return cloneMap(m) // what Agree keeps of it
+		}
+		return m
+	})
+}
+
+func (s *RecordState) agree(external, internal *SideRecord, now time.Time, internalSnapshot func(map[string]any) map[string]any) {
 	extHash, intHash := s.currentHash(external, true), s.currentHash(internal, false)
 	switch {
 	case internal.Present():
-		s.BaseSnapshot = cloneMap(internal.Data)
+		s.BaseSnapshot = internalSnapshot(internal.Data)
 	case external.Present():
 		s.BaseSnapshot = cloneMap(external.Data)
 	case internal != nil && external != nil:
@@ -325,7 +349,12 @@ func (s *RecordState) MarkConflict(conflictID string, external, internal *SideRe
 // EncodeJSON returns s encoded exactly as json.Marshal encodes it, without
 // reflection (a run writes the state of every record it syncs).
 func (s *RecordState) EncodeJSON() ([]byte, error) {
-	b := make([]byte, 0, 1024) // a state with a small record's snapshot fits
+	return s.AppendJSON(make([]byte, 0, 1024)) // a state with a small record's snapshot fits
+}
+
+// AppendJSON appends s as EncodeJSON encodes it: a caller encoding many
+// states reuses one buffer.
+func (s *RecordState) AppendJSON(b []byte) ([]byte, error) {
 	b = append(b, `{"id":`...)
 	b = AppendJSONString(b, s.ID)
 	b = append(b, `,"syncTaskId":`...)

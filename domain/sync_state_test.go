@@ -314,3 +314,37 @@ func TestRecordStateEncodeJSON_MatchesEncodingJSON(t *testing.T) {
 		t.Error("a self-referencing snapshot encoded without error")
 	}
 }
+
+func TestRecordState_AgreeTakingKeepsWhatAgreeKeeps(t *testing.T) {
+	deep := any("leaf")
+	for range maxCanonicalDepth + 3 {
+		deep = map[string]any{"d": deep}
+	}
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	for name, data := range map[string]func() map[string]any{
+		"record": func() map[string]any {
+			return map[string]any{"id": "c1", "n": 1.5, "tags": []any{"a", map[string]any{"b": true}}}
+		},
+		"nil object": func() map[string]any { return map[string]any{"id": "c2", "o": map[string]any(nil)} },
+		"too deep":   func() map[string]any { return map[string]any{"id": "c3", "deep": deep} },
+		"no data":    func() map[string]any { return nil },
+	} {
+		t.Run(name, func(t *testing.T) {
+			ext := &SideRecord{Data: data()}
+			want, got := NewRecordState("t", "st", "k"), NewRecordState("t", "st", "k")
+			want.Agree(ext, &SideRecord{Data: data()}, now)
+			got.AgreeTaking(ext, &SideRecord{Data: data()}, now)
+			wb, err := want.EncodeJSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			gb, err := got.EncodeJSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(gb) != string(wb) {
+				t.Errorf("the state stored would differ:\n got  %s\n want %s", gb, wb)
+			}
+		})
+	}
+}

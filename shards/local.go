@@ -1,6 +1,7 @@
 package shards
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -104,6 +105,11 @@ func LocalID(tenantID, entity, key string) string {
 	return domain.OrderedID("shd", []string{tenantID, entity}, key)
 }
 
+// localIDs returns LocalID(tenantID, entity, ·), for many records.
+func localIDs(tenantID, entity string) func(key string) string {
+	return domain.OrderedIDs("shd", []string{tenantID, entity})
+}
+
 // Get returns the live record.
 func (l *Local) Get(ctx context.Context, tenantID, entity, key string) (Record, error) {
 	if err := checkRef(tenantID, entity, key); err != nil {
@@ -133,9 +139,10 @@ func (l *Local) GetMany(ctx context.Context, tenantID, entity string, keys []str
 	}
 	ids := make([]string, 0, len(keys))
 	at := make([]int, 0, len(keys)) // the key of each id
+	localID := localIDs(tenantID, entity)
 	for i, key := range keys {
 		if errs[i] = checkRef(tenantID, entity, key); errs[i] == nil {
-			ids, at = append(ids, LocalID(tenantID, entity, key)), append(at, i)
+			ids, at = append(ids, localID(key)), append(at, i)
 		}
 	}
 	items, err := mr.ReadMany(ctx, LocalPartition(tenantID, entity), ids)
@@ -185,60 +192,62 @@ func (l *Local) Put(ctx context.Context, tenantID, entity, key string, data map[
 	if err := checkRef(tenantID, entity, key); err != nil {
 		return Record{}, err
 	}
-	id, body, rec, err := l.encodePut(tenantID, entity, key, data)
-	if err != nil {
-		return Record{}, err
+	put, _ := l.encodePut(nil, LocalID(tenantID, entity, key), tenantID, entity, key, data)
+	if put.err != nil {
+		return Record{}, put.err
 	}
-	etag, err := l.c.Upsert(ctx, LocalPartition(tenantID, entity), id, body)
+	etag, err := l.c.Upsert(ctx, LocalPartition(tenantID, entity), put.id, put.body)
 	if err != nil {
 		return Record{}, storeErr("put", key, err)
 	}
-	rec.Version = etag
-	return rec, nil
+	put.rec.Version = etag
+	return put.rec, nil
 }
 
-// encodePut returns the document id and body of a put of data, and the
+// encodePut returns the put of data as document id: its body, and the
 // record it writes (without its version). The record's data is what a later
 // Get would give (numbers become float64, and so on) and shares no maps with
-// data. The body is assembled around the encoded data (the fields of
-// localDoc, in order) rather than encoded twice: a pull puts every record.
-func (l *Local) encodePut(tenantID, entity, key string, data map[string]any) (string, []byte, Record, error) {
-	raw, err := domain.AppendJSON(nil, data)
+// data. The body is assembled in scratch around the data, encoded once (the
+// fields of localDoc, in order), and copied out at its size; scratch, grown,
+// is returned for the next put: a pull puts every record.
+func (l *Local) encodePut(scratch []byte, id, tenantID, entity, key string, data map[string]any) (encodedPut, []byte) {
+	at := l.now().UTC()
+	b := append(scratch[:0], `{"id":`...)
+	b = domain.AppendJSONString(b, id)
+	b = append(b, `,"partition":`...)
+	b = domain.AppendJSONString(b, LocalPartition(tenantID, entity))
+	b = append(b, `,"tenantId":`...)
+	b = domain.AppendJSONString(b, tenantID)
+	b = append(b, `,"entity":`...)
+	b = domain.AppendJSONString(b, entity)
+	b = append(b, `,"recordKey":`...)
+	b = domain.AppendJSONString(b, key)
+	b = append(b, `,"data":`...)
+	start := len(b)
+	b, err := domain.AppendJSON(b, data)
 	if err != nil {
-		return "", nil, Record{}, fmt.Errorf("%w: record %s cannot be encoded as JSON: %v", ErrInvalid, key, err)
+		return encodedPut{err: fmt.Errorf("%w: record %s cannot be encoded as JSON: %v", ErrInvalid, key, err)}, scratch
 	}
+	raw := b[start:]
 	if len(raw) > MaxRecordBytes {
-		return "", nil, Record{}, fmt.Errorf("%w: record %s of %d bytes exceeds %d", ErrInvalid, key, len(raw), MaxRecordBytes)
+		return encodedPut{err: fmt.Errorf("%w: record %s of %d bytes exceeds %d", ErrInvalid, key, len(raw), MaxRecordBytes)}, b
 	}
-	id, at := LocalID(tenantID, entity, key), l.now().UTC()
-	body := make([]byte, 0, len(raw)+len(id)+2*len(tenantID)+2*len(entity)+len(key)+128)
-	body = append(body, `{"id":`...)
-	body = domain.AppendJSONString(body, id)
-	body = append(body, `,"partition":`...)
-	body = domain.AppendJSONString(body, LocalPartition(tenantID, entity))
-	body = append(body, `,"tenantId":`...)
-	body = domain.AppendJSONString(body, tenantID)
-	body = append(body, `,"entity":`...)
-	body = domain.AppendJSONString(body, entity)
-	body = append(body, `,"recordKey":`...)
-	body = domain.AppendJSONString(body, key)
-	if len(data) > 0 {
-		body = append(body, `,"data":`...)
-		body = append(body, raw...)
-	}
-	body = append(body, `,"modifiedAt":`...)
-	body = at.AppendFormat(append(body, '"'), time.RFC3339Nano)
-	body = append(body, `","ttl":-1}`...)
 	back, ok := jsonClone(data)
 	if !ok {
 		back = map[string]any{}
 		if len(data) > 0 {
 			if err := json.Unmarshal(raw, &back); err != nil {
-				return "", nil, Record{}, fmt.Errorf("shards: re-read record %s: %w", key, err)
+				return encodedPut{err: fmt.Errorf("shards: re-read record %s: %w", key, err)}, b
 			}
 		}
 	}
-	return id, body, Record{Key: key, Data: back, ModifiedAt: at}, nil
+	if len(data) == 0 {
+		b = b[:start-len(`,"data":`)] // stored without data, as the field's omitempty says
+	}
+	b = append(b, `,"modifiedAt":`...)
+	b = at.AppendFormat(append(b, '"'), time.RFC3339Nano)
+	b = append(b, `","ttl":-1}`...)
+	return encodedPut{id: id, body: bytes.Clone(b), rec: Record{Key: key, Data: back, ModifiedAt: at}}, b
 }
 
 // jsonClone returns a deep copy of data holding what decoding its JSON
@@ -347,11 +356,9 @@ func (l *Local) WriteBatch(ctx context.Context, tenantID, entity string, writes 
 	}
 	pk := LocalPartition(tenantID, entity)
 	results := make([]WriteResult, len(writes))
-	var (
-		ops  []store.Op
-		at   []int // the write of each op
-		recs []Record
-	)
+	ops := make([]store.Op, 0, len(writes))
+	at := make([]int, 0, len(writes)) // the write of each op
+	recs := make([]Record, 0, len(writes))
 	puts := l.encodePuts(tenantID, entity, writes)
 	for i, w := range writes {
 		if err := checkKey(w.Key); err != nil {
@@ -427,11 +434,12 @@ const minEncodeChunk = 64
 // every CPU: a sync run waits for its page's batch.
 func (l *Local) encodePuts(tenantID, entity string, writes []Write) []encodedPut {
 	puts := make([]encodedPut, len(writes))
+	localID := localIDs(tenantID, entity)
 	encode := func(lo, hi int) {
+		var scratch []byte // one a goroutine
 		for i := lo; i < hi; i++ {
 			if w := writes[i]; !w.Delete {
-				p := &puts[i]
-				p.id, p.body, p.rec, p.err = l.encodePut(tenantID, entity, w.Key, w.Data)
+				puts[i], scratch = l.encodePut(scratch, localID(w.Key), tenantID, entity, w.Key, w.Data)
 			}
 		}
 	}

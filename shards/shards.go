@@ -41,8 +41,9 @@ type Store interface {
 	// batches sent together; HTTP: the Shard Manager's contract has no batch
 	// request, so one request per write, concurrently), and reports each write's outcome in order: the record a put wrote, or the
 	// error of that write alone (ErrInvalid, ErrNotFound for a delete of a
-	// record that is not there, ErrUnavailable). Writes are not atomic
-	// together. The error is for the call as a whole (a bad tenant or entity,
+	// record that is not there, ErrUnavailable). A put's record is the
+	// caller's own, decoded as from JSON: it shares no maps with the write
+	// or the store. Writes are not atomic together. The error is for the call as a whole (a bad tenant or entity,
 	// a key written twice).
 	WriteBatch(ctx context.Context, tenantID, entity string, writes []Write) ([]WriteResult, error)
 }

@@ -50,16 +50,17 @@ func (r *run) preread(ctx context.Context, items []recItem) (prereads, error) {
 		return nil, nil
 	}
 	ids := make([]string, len(items))
+	stateID := domain.RecordStateIDs(r.task.ID)
 	for i, it := range items {
-		ids[i] = domain.RecordStateID(r.task.ID, it.key)
+		ids[i] = stateID(it.key)
 	}
 	states, err := mr.ReadMany(ctx, r.task.ID, ids)
 	if err != nil {
 		return nil, fmt.Errorf("read the sync state of %d records: %w", len(items), err)
 	}
 	ps := make(prereads, len(items))
-	var keys []string
-	var at []int // the item of each key
+	keys := make([]string, 0, len(items))
+	at := make([]int, 0, len(items)) // the item of each key
 	for i, it := range items {
 		ps[i].state = states[i]
 		found := states[i].ID != ""

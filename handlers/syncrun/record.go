@@ -87,6 +87,9 @@ func (r *run) reconcileAll(ctx context.Context, items []recItem, gate <-chan str
 
 // uniqueKeys splits items into the first item of each key and the rest, in order.
 func uniqueKeys(items []recItem) (round, rest []recItem) {
+	if sortedKeys(items) {
+		return items, nil // each key once (a page listed in key order): no set needed
+	}
 	seen := make(map[string]struct{}, len(items))
 	round = make([]recItem, 0, len(items))
 	for _, it := range items {
@@ -98,6 +101,16 @@ func uniqueKeys(items []recItem) (round, rest []recItem) {
 		round = append(round, it)
 	}
 	return round, rest
+}
+
+// sortedKeys reports whether the keys of items are in strictly increasing order.
+func sortedKeys(items []recItem) bool {
+	for i := 1; i < len(items); i++ {
+		if items[i-1].key >= items[i].key {
+			return false
+		}
+	}
+	return true
 }
 
 // reconcileRound syncs items (distinct keys) and returns those whose state
@@ -487,8 +500,9 @@ func (r *run) writeShards(ctx context.Context, pulls []*plan, w *stateWriter) er
 	if err != nil {
 		return fmt.Errorf("write %d records to the shard: %w", len(writes), err)
 	}
-	// The new states (a hash and a copy of each record) on every CPU: this
-	// is on the way from one page's checkpoint to the next.
+	// The new states (a hash of each record) on every CPU: this is on the
+	// way from one page's checkpoint to the next. The record the shard gives
+	// back is a copy of its own, which the state keeps as its snapshot.
 	deleted := &domain.SideRecord{Deleted: true}
 	inChunks(len(pulls), func(lo, hi int) {
 		for i, p := range pulls[lo:hi] {
@@ -497,7 +511,7 @@ func (r *run) writeShards(ctx context.Context, pulls []*plan, w *stateWriter) er
 			case p.shard.Delete:
 				p.st.Agree(deleted, deleted, p.now)
 			default:
-				p.st.Agree(p.side, res.Record.Side(), p.now)
+				p.st.AgreeTaking(p.side, res.Record.Side(), p.now)
 			}
 		}
 	})

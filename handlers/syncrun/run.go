@@ -246,7 +246,7 @@ type pageRun struct {
 	read      int
 	next      string
 	maxCursor string
-	keys      map[string]struct{}
+	keys      []string // the keys it lists
 	tally     *tally
 	seen      int // the index of its seen-keys document; -1: none (not a from-scratch pull)
 
@@ -259,26 +259,39 @@ type pageRun struct {
 
 func newPageRun(ctx context.Context, lp listedPage) *pageRun {
 	pctx, abort := context.WithCancelCause(ctx)
-	return &pageRun{read: lp.read, next: lp.next, maxCursor: lp.maxCursor, keys: keySet(lp.keys), tally: lp.tally,
+	return &pageRun{read: lp.read, next: lp.next, maxCursor: lp.maxCursor, keys: lp.keys, tally: lp.tally,
 		seen: -1, ctx: pctx, abort: abort, gate: make(chan struct{}), done: make(chan struct{})}
-}
-
-func keySet(keys []string) map[string]struct{} {
-	m := make(map[string]struct{}, len(keys))
-	for _, k := range keys {
-		m[k] = struct{}{}
-	}
-	return m
 }
 
 // shares reports whether the page lists one of keys.
 func (p *pageRun) shares(keys []string) bool {
+	if len(p.keys) == 0 || len(keys) == 0 {
+		return false
+	}
+	if increasing(p.keys) && increasing(keys) && (keys[0] > p.keys[len(p.keys)-1] || keys[len(keys)-1] < p.keys[0]) {
+		return false // pages listed in key order, as most APIs list them: no set needed
+	}
+	set := make(map[string]struct{}, len(p.keys))
+	for _, k := range p.keys {
+		set[k] = struct{}{}
+	}
 	for _, k := range keys {
-		if _, ok := p.keys[k]; ok {
+		if _, ok := set[k]; ok {
 			return true
 		}
 	}
 	return false
+}
+
+// increasing reports whether keys are in strictly increasing order (so each
+// is there once).
+func increasing(keys []string) bool {
+	for i := 1; i < len(keys); i++ {
+		if keys[i-1] >= keys[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // syncPage syncs the records of p and stores its seen keys beside them (that
@@ -333,7 +346,8 @@ func (r *run) finishPage(ctx context.Context, phase domain.SyncRunPhase, p *page
 // mapping cannot convert is counted failed and not synced; the latter's key
 // is still listed (the sweep must not take it for deleted). Mapped here, by
 // the reader a page ahead, so the mapping of one page overlaps the writes of
-// the one before.
+// the one before. recs are the page's, read for this run alone: each is
+// mapped in place.
 func (r *run) pageItems(recs []map[string]any, tombstones bool, at time.Time, t *tally) ([]recItem, []string) {
 	items := make([]recItem, 0, len(recs))
 	keys := make([]string, 0, len(recs))
@@ -345,7 +359,7 @@ func (r *run) pageItems(recs []map[string]any, tombstones bool, at time.Time, t 
 		}
 		deleted := tombstones || r.client.IsDeleted(r.entity.Name, raw)
 		keys = append(keys, key)
-		ext, err := domain.ExternalSideRecord(r.entity, r.task.Mapping, raw, deleted)
+		ext, err := domain.ExternalSideRecordTaking(r.entity, r.task.Mapping, raw, deleted)
 		if err != nil {
 			r.failItem(t, key, "", err)
 			continue
@@ -357,20 +371,19 @@ func (r *run) pageItems(recs []map[string]any, tombstones bool, at time.Time, t 
 
 // parallel calls fn for every key's index with up to Options.Concurrency
 // goroutines; indexes of one key run in order on one goroutine. The first
-// error cancels the rest and is returned.
+// error cancels the rest and is returned. No record starts once ctx has
+// ended; the records in flight then get RecordGrace (recordContext), all
+// from the same moment, so they share one record context.
 func (r *run) parallel(ctx context.Context, keys []string, fn func(ctx context.Context, i int) error) error {
 	w := min(r.h.opts.Concurrency, len(keys))
-	one := func(ctx context.Context, i int) error {
+	if w <= 1 {
 		rctx, done := r.recordContext(ctx)
 		defer done()
-		return fn(rctx, i)
-	}
-	if w <= 1 {
 		for i := range keys {
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
 			}
-			if err := one(ctx, i); err != nil {
+			if err := fn(rctx, i); err != nil {
 				return err
 			}
 		}
@@ -385,6 +398,8 @@ func (r *run) parallel(ctx context.Context, keys []string, fn func(ctx context.C
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	rctx, done := r.recordContext(ctx)
+	defer done()
 	var (
 		wg    sync.WaitGroup
 		once  sync.Once
@@ -401,7 +416,7 @@ func (r *run) parallel(ctx context.Context, keys []string, fn func(ctx context.C
 				if ctx.Err() != nil {
 					return
 				}
-				if err := one(ctx, i); err != nil {
+				if err := fn(rctx, i); err != nil {
 					once.Do(func() { first = err; cancel(err) })
 					return
 				}

@@ -1,6 +1,7 @@
 package syncrun
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -100,18 +101,20 @@ func (r *run) writeStates(ctx context.Context, plans []*plan) ([]*plan, error) {
 	ops := make([]store.Op, len(plans))
 	encErrs := make([]error, len(plans))
 	inChunks(len(plans), func(lo, hi int) {
+		var scratch []byte // encoded into, each body copied out at its size
 		for i := lo; i < hi; i++ {
 			p := plans[i]
 			kind := store.OpReplace
 			if p.etag == "" {
 				kind = store.OpCreate
 			}
-			body, err := p.st.EncodeJSON()
+			body, err := p.st.AppendJSON(scratch[:0])
 			if err != nil {
 				encErrs[i] = fmt.Errorf("write the sync state of %s: encode: %w", p.it.key, err)
 				continue
 			}
-			ops[i] = store.Op{Kind: kind, ID: p.st.ID, Body: body, IfMatch: p.etag}
+			scratch = body
+			ops[i] = store.Op{Kind: kind, ID: p.st.ID, Body: bytes.Clone(body), IfMatch: p.etag}
 		}
 	})
 	for _, err := range encErrs {

@@ -158,12 +158,12 @@ func (c *container) ReadMany(ctx context.Context, partitionKey string, ids []str
 	prefix := partitionPrefix(partitionKey)
 	err := c.b.view(func(tx *bolt.Tx) error {
 		// One cursor for every id: bucket.Get makes one per call.
-		cur, now := tx.Bucket(c.name).Cursor(), c.b.now()
+		s, now := seeker{cur: tx.Bucket(c.name).Cursor()}, c.b.now()
 		key := bytes.Clone(prefix)
 		for i, id := range ids {
 			key = append(key[:len(prefix)], id...)
-			k, v := cur.Seek(key)
-			if !bytes.Equal(k, key) {
+			v := s.get(key)
+			if v == nil {
 				continue
 			}
 			e, live, err := c.live(key, v, now)
@@ -180,6 +180,44 @@ func (c *container) ReadMany(ctx context.Context, partitionKey string, ids []str
 		return nil, err
 	}
 	return items, nil
+}
+
+// seeker reads keys with one cursor. Keys sought in increasing order (the
+// ids of a page of records listed in key order) step forward from where the
+// last one left the cursor, instead of descending the tree again for each:
+// a run of keys the bucket does not hold costs one descent, and a run it
+// holds one step a key.
+type seeker struct {
+	cur     *bolt.Cursor
+	started bool
+	last    []byte // the last key sought
+	k, v    []byte // the first stored key at or after last, and its value (k nil: none)
+}
+
+// maxSteps bounds the steps forward before a seek descends the tree instead.
+const maxSteps = 8
+
+// get returns the value stored at key, nil if none (or a nested bucket), as
+// bucket.Get does.
+func (s *seeker) get(key []byte) []byte {
+	if !s.started || bytes.Compare(key, s.last) <= 0 {
+		s.k, s.v = s.cur.Seek(key)
+	} else {
+		// Nothing is stored between last and k: k is where key is, or
+		// would be, unless k is before it.
+		for n := 0; s.k != nil && bytes.Compare(s.k, key) < 0; n++ {
+			if n == maxSteps {
+				s.k, s.v = s.cur.Seek(key)
+				break
+			}
+			s.k, s.v = s.cur.Next()
+		}
+	}
+	s.started, s.last = true, append(s.last[:0], key...)
+	if !bytes.Equal(s.k, key) {
+		return nil
+	}
+	return s.v
 }
 
 // Replace overwrites a live document, conditionally on ifMatch when given.
@@ -568,8 +606,13 @@ func (c *container) applyBatch(tx *bolt.Tx, partitionKey string, b *preparedBatc
 	bucket := tx.Bucket(c.name)
 	now := c.b.now()
 	olds := make([]*envelope, len(b.ops)) // the stored version each operation replaces
+	cur := bucket.Cursor()                // one for every lookup: bucket.Get makes one per call
 	for i, op := range b.ops {
-		old, live, err := c.current(bucket, b.keys[i], now)
+		var v []byte
+		if k, kv := cur.Seek(b.keys[i]); bytes.Equal(k, b.keys[i]) {
+			v = kv
+		}
+		old, live, err := c.live(b.keys[i], v, now)
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package embedded_test
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -266,6 +267,50 @@ func TestEmbedded_ReadManyAgreesWithRead(t *testing.T) {
 	}
 	if len(got) != len(ids) {
 		t.Fatalf("ReadMany returned %d items for %d ids", len(got), len(ids))
+	}
+	for i, id := range ids {
+		want, err := c.Read(ctx, "t", id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			if got[i].ID != "" {
+				t.Errorf("ids[%d] %q: ReadMany found %s, Read finds nothing", i, id, got[i].Body)
+			}
+		case err != nil:
+			t.Fatal(err)
+		case !reflect.DeepEqual(got[i], want):
+			t.Errorf("ids[%d] %q: ReadMany gave %+v, Read gives %+v", i, id, got[i], want)
+		}
+	}
+}
+
+// ReadMany steps forward through ids given in increasing order (a page of
+// records in key order) instead of seeking each: stored runs, gaps longer
+// than its steps, ids past the partition's last document and a turn back
+// must all read as Read does.
+func TestEmbedded_ReadManyInKeyOrderAgreesWithRead(t *testing.T) {
+	ctx := t.Context()
+	c, _ := openTemp(t, store.Containers(time.Hour)).Container(domain.ContainerWebhooks)
+	id := func(n int) string { return fmt.Sprintf("k%03d", n) }
+	for n := range 60 {
+		if n%3 == 0 || n > 20 && n < 45 { // single gaps, then a run, then a long gap
+			continue
+		}
+		body := `{"id":"` + id(n) + `","tenantId":"t"}`
+		if _, err := c.Create(ctx, "t", id(n), []byte(body)); err != nil {
+			t.Fatalf("Create %s: %v", id(n), err)
+		}
+	}
+	if _, err := c.Create(ctx, "u", id(70), []byte(`{"id":"`+id(70)+`","tenantId":"u"}`)); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for n := range 75 {
+		ids = append(ids, id(n))
+	}
+	ids = append(ids, id(5), id(4), id(58), id(59))
+	got, err := c.(store.ManyReader).ReadMany(ctx, "t", ids)
+	if err != nil {
+		t.Fatalf("ReadMany: %v", err)
 	}
 	for i, id := range ids {
 		want, err := c.Read(ctx, "t", id)
