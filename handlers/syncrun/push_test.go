@@ -236,9 +236,10 @@ func TestRun_KilledMidwayResumesOnRedeliveryWithoutDuplicateWrites(t *testing.T)
 	}
 	// Records applied in a page that was cut short are counted when the page
 	// is replayed, as unchanged (pull) or not at all (push walk): the counts
-	// may fall short after a kill but never count a record twice.
+	// may fall short after a kill but never count a record twice. Two pages
+	// are in flight at once, so a kill replays up to two pages of 20.
 	s := stats(e)
-	if s.Added+s.Unchanged > 260 || s.Added < 180 || s.Failed != 0 || s.Conflicts != 0 {
+	if s.Added+s.Unchanged > 260 || s.Added < 160 || s.Failed != 0 || s.Conflicts != 0 {
 		t.Errorf("stats %+v: want no record counted twice, none failed", s)
 	}
 	if n := len(hs.events.ofType(domain.TypeSyncStarted)); n != 1 {

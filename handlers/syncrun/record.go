@@ -64,17 +64,14 @@ const maxStateRaces = 3
 // store batches, written as they come (a push's state follows its API write
 // within one group commit). A key listed twice is synced again in a later
 // round, after its first version is written.
-//
-// gate (nil: none) holds the pulls back until it is closed: the page before
-// is checkpointed first.
-func (r *run) reconcileAll(ctx context.Context, items []recItem, gate <-chan struct{}) error {
+func (r *run) reconcileAll(ctx context.Context, items []recItem) error {
 	for len(items) > 0 {
 		round, rest := uniqueKeys(items)
 		for attempt := 0; len(round) > 0; attempt++ {
 			if attempt > maxStateRaces {
 				return transientRun("store", fmt.Errorf("record %s: its sync state kept changing under the run", round[0].key))
 			}
-			raced, err := r.reconcileRound(ctx, round, gate)
+			raced, err := r.reconcileRound(ctx, round)
 			if err != nil {
 				return err
 			}
@@ -120,7 +117,7 @@ func sortedKeys(items []recItem) bool {
 // meanwhile (within RecordGrace), so a shutdown never leaves an API write
 // without the state that records it; pulls not yet written to the shard are
 // simply replayed.
-func (r *run) reconcileRound(ctx context.Context, items []recItem, gate <-chan struct{}) ([]recItem, error) {
+func (r *run) reconcileRound(ctx context.Context, items []recItem) ([]recItem, error) {
 	wctx, wdone := r.recordContext(ctx)
 	defer wdone()
 	pctx, stop := context.WithCancelCause(ctx)
@@ -160,15 +157,6 @@ func (r *run) reconcileRound(ctx context.Context, items []recItem, gate <-chan s
 		})
 	}
 	var serr error
-	if perr == nil && len(pulls) > 0 && gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			perr = context.Cause(ctx) // the pulls are replayed
-		}
-	}
 	if perr == nil {
 		serr = r.writeShards(wctx, pulls, w)
 	}

@@ -173,16 +173,17 @@ func (r *run) readExternal(ctx context.Context, phase domain.SyncRunPhase, list 
 // syncPages syncs the pages of a phase in order, checkpointing the run after
 // each.
 //
-// A page is listed and planned (its records' states and the other side read,
-// classified, mapped; pushes made) while the page before it is written and
-// checkpointed, so the store's commits of one overlap the work on the next.
-// What keeps that safe: a page sharing a key with the page in flight waits
-// for it (so the key's second version sees the state its first wrote); a
-// page writes its pulls only once the page before is checkpointed, so a run
-// interrupted mid-way has written nothing past the page after its last
-// checkpoint (replayed, those records are found in agreement); and each page
-// keeps its counts (tally) until its own checkpoint, so a checkpoint never
-// counts records of a page a resumed run will replay.
+// A page is listed, planned (its records' states and the other side read,
+// classified, mapped; pushes made) and written while the page before it is
+// written and checkpointed, so the store's commits of the two overlap (on the
+// embedded store they share group commits). What keeps that safe: a page
+// sharing a key with the page in flight waits for it (so the key's second
+// version sees the state its first wrote); at most two pages are in flight,
+// so a run interrupted mid-way has written nothing past the two pages after
+// its last checkpoint, and replayed, those records are found in agreement
+// (a shard write without its state included: both sides then hold the same
+// content); and each page keeps its counts (tally) until its own checkpoint,
+// so a checkpoint never counts records of a page a resumed run will replay.
 func (r *run) syncPages(ctx context.Context, phase domain.SyncRunPhase, pages <-chan listedPage) error {
 	var inFlight *pageRun
 	defer func() {
@@ -219,16 +220,12 @@ func (r *run) syncPages(ctx context.Context, phase domain.SyncRunPhase, pages <-
 			}
 		}
 		prev := inFlight
-		if prev == nil {
-			close(p.gate)
-		}
 		inFlight = p
 		go r.syncPage(p, lp.items, lp.keys)
 		if prev != nil {
 			if err := r.finishPage(ctx, phase, prev); err != nil {
 				return err
 			}
-			close(p.gate) // prev is checkpointed: p may write
 		}
 		if lp.next == "" {
 			inFlight = nil
@@ -252,7 +249,6 @@ type pageRun struct {
 
 	ctx   context.Context // the page's; abort ends it
 	abort context.CancelCauseFunc
-	gate  chan struct{} // closed once the page may write its pulls (the page before is checkpointed)
 	done  chan struct{} // closed when err is set
 	err   error
 }
@@ -260,7 +256,7 @@ type pageRun struct {
 func newPageRun(ctx context.Context, lp listedPage) *pageRun {
 	pctx, abort := context.WithCancelCause(ctx)
 	return &pageRun{read: lp.read, next: lp.next, maxCursor: lp.maxCursor, keys: lp.keys, tally: lp.tally,
-		seen: -1, ctx: pctx, abort: abort, gate: make(chan struct{}), done: make(chan struct{})}
+		seen: -1, ctx: pctx, abort: abort, done: make(chan struct{})}
 }
 
 // shares reports whether the page lists one of keys.
@@ -305,7 +301,7 @@ func (r *run) syncPage(p *pageRun, items []recItem, keys []string) {
 		seen = make(chan error, 1)
 		go func() { seen <- r.recordSeen(p.ctx, p.seen, keys) }()
 	}
-	err := r.reconcileAll(p.ctx, items, p.gate)
+	err := r.reconcileAll(p.ctx, items)
 	if seen != nil {
 		err = cmp.Or(err, <-seen)
 	}
@@ -544,7 +540,7 @@ func (r *run) sweep(ctx context.Context) error {
 		for i, key := range gone {
 			items[i] = recItem{key: key, ext: &domain.SideRecord{Deleted: true}, count: true}
 		}
-		if err := r.reconcileAll(ctx, items, nil); err != nil {
+		if err := r.reconcileAll(ctx, items); err != nil {
 			return err
 		}
 		if len(stale) > 0 {
