@@ -104,7 +104,7 @@ func TestLoad_DefaultsForEachProfile(t *testing.T) {
 				Log:  LogConfig{Level: "info"},
 				HTTP: HTTPConfig{API: APIServerConfig{Addr: ":8080", MaxBodyBytes: 1 << 20, ReadTimeout: 15 * time.Second, WriteTimeout: 30 * time.Second, ShutdownTimeout: 15 * time.Second}, Admin: AdminServerConfig{Addr: ":9090"}},
 				Broker: BrokerConfig{
-					AMQP:           AMQPConfig{URL: "amqp://guest:guest@127.0.0.1:5672/", ExchangePrefix: "castiel.integration", Prefetch: 16, ConsumersPerQueue: 4, ChannelPoolSize: 16, QuorumQueues: true},
+					AMQP:           AMQPConfig{URL: "amqp://guest:guest@127.0.0.1:5672/", ExchangePrefix: "castiel.integration", Prefetch: 64, ConsumersPerQueue: 4, ChannelPoolSize: 4, QuorumQueues: true},
 					HandlerTimeout: 30 * time.Second,
 					Retry:          RetryConfig{InitialInterval: 200 * time.Millisecond, MaxInterval: 5 * time.Second, MaxElapsed: 30 * time.Second},
 				},
@@ -174,7 +174,7 @@ func TestLoad_EveryKeyHasAWorkingEnvOverride(t *testing.T) {
 		"broker.gochannel.publishTimeout":            {"2s", "2s"},
 		"broker.amqp.url":                            {"amqps://u:p@rabbit.internal:5671/vh", "amqps://u:xxxxx@rabbit.internal:5671/vh"},
 		"broker.amqp.exchangePrefix":                 {"tenant.x", "tenant.x"},
-		"broker.amqp.prefetch":                       {"64", "64"},
+		"broker.amqp.prefetch":                       {"24", "24"},
 		"broker.amqp.consumersPerQueue":              {"2", "2"},
 		"broker.amqp.channelPoolSize":                {"3", "3"},
 		"broker.amqp.quorumQueues":                   {"false", "false"},
@@ -328,7 +328,7 @@ func TestLoad_OperatorFileLayering(t *testing.T) {
 		{"IM_CONFIG over defaults", nil, map[string]string{"IM_CONFIG": file}, "debug", 7, 32},
 		{"env over --config file", []string{"--config", file}, map[string]string{"IM_LOG_LEVEL": "warn"}, "warn", 7, 32},
 		{"env over IM_CONFIG file", nil, map[string]string{"IM_CONFIG": file, "IM_BROKER_AMQP_PREFETCH": "8"}, "debug", 7, 8},
-		{"--config wins over IM_CONFIG", []string{"--config", other}, map[string]string{"IM_CONFIG": file}, "error", 5, 16},
+		{"--config wins over IM_CONFIG", []string{"--config", other}, map[string]string{"IM_CONFIG": file}, "error", 5, 64},
 		{"empty env value keeps the file's", []string{"--config", file}, map[string]string{"IM_LOG_LEVEL": ""}, "debug", 7, 32},
 	}
 	for _, tt := range tests {

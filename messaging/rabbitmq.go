@@ -144,7 +144,7 @@ func (r *rabbitMQ) subscriber(role string, inFlight int) message.Subscriber {
 }
 
 // spread splits a concurrency of n over consumer channels of at most Prefetch
-// messages each, evenly: 64 at prefetch 16 is 4 channels of 16, 20 is 2 of 10.
+// messages each, evenly: 64 at prefetch 16 is 4 channels of 16, 20 at prefetch 16 is 2 of 10.
 func (r *rabbitMQ) spread(n int) (subscriptions, inFlight int) {
 	subscriptions = (n + r.cfg.Prefetch - 1) / r.cfg.Prefetch
 	return subscriptions, (n + subscriptions - 1) / subscriptions
