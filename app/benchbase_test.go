@@ -133,26 +133,9 @@ func rawHTTPLoop(tb testing.TB, url string, n int) float64 {
 // persistent messages with pipelined confirms → consume → ack, on one queue.
 // It returns messages consumed per second.
 func rawRabbitLoop(tb testing.TB, n int) float64 {
-	url := rabbittest.URL(tb)
-	queue := rabbittest.Track(tb, url).Queue("im-bench-rawloop-" + rabbittest.Suffix())
-	pubConn, err := rabbittest.Dial(url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer pubConn.Close()
-	subConn, err := rabbittest.Dial(url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer subConn.Close()
-	pch, err := pubConn.Channel()
-	if err != nil {
-		tb.Fatal(err)
-	}
+	pubConn, subConn, queue := rabbitPair(tb, "im-bench-rawloop-")
+	pch := confirmChannel(tb, pubConn)
 	if _, err := pch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
-		tb.Fatal(err)
-	}
-	if err := pch.Confirm(false); err != nil {
 		tb.Fatal(err)
 	}
 	sch, err := subConn.Channel()
@@ -201,6 +184,49 @@ func rawRabbitLoop(tb testing.TB, n int) float64 {
 	<-confirmed
 	<-done
 	return float64(n) / time.Since(begin).Seconds()
+}
+
+// rabbitPair dials a publishing and a consuming connection to the test broker
+// (closed when the test ends) and names a queue for them (deleted then too).
+func rabbitPair(tb testing.TB, queuePrefix string) (pub, sub *amqp.Connection, queue string) {
+	url := rabbittest.URL(tb)
+	queue = rabbittest.Track(tb, url).Queue(queuePrefix + rabbittest.Suffix())
+	for _, c := range []**amqp.Connection{&pub, &sub} {
+		conn, err := rabbittest.Dial(url)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { _ = conn.Close() })
+		*c = conn
+	}
+	return pub, sub, queue
+}
+
+// confirmChannel opens a channel on conn in confirm mode.
+func confirmChannel(tb testing.TB, conn *amqp.Connection) *amqp.Channel {
+	ch, err := conn.Channel()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		tb.Fatal(err)
+	}
+	return ch
+}
+
+// closedLoop runs post n times from clients goroutines at once, each calling
+// it again as soon as it returns, and waits for them; a client whose post
+// returns false stops.
+func closedLoop(clients, n int, post func() bool) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) && post() {
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func TestBaselines_RawLoopsRun(t *testing.T) {

@@ -19,8 +19,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	bolt "go.etcd.io/bbolt"
-
-	"github.com/castiel/integration-manager/messaging/rabbittest"
 )
 
 // plainDeliveryPath is the least a delivery with the issue's guarantees can do,
@@ -37,29 +35,8 @@ import (
 // reach on this machine once a delivery's own I/O (two HTTP exchanges, two
 // confirmed publishes, a durable write) shares the cores with the broker.
 func plainDeliveryPath(tb testing.TB, rcv *receiver, clients, n int) float64 {
-	url := rabbittest.URL(tb)
-	queue := rabbittest.Track(tb, url).Queue("im-bench-plainpath-" + rabbittest.Suffix())
-	pubConn, err := rabbittest.Dial(url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer pubConn.Close()
-	subConn, err := rabbittest.Dial(url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer subConn.Close()
-	confirmChannel := func() *amqp.Channel {
-		ch, err := pubConn.Channel()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if err := ch.Confirm(false); err != nil {
-			tb.Fatal(err)
-		}
-		return ch
-	}
-	events, results := confirmChannel(), confirmChannel()
+	pubConn, subConn, queue := rabbitPair(tb, "im-bench-plainpath-")
+	events, results := confirmChannel(tb, pubConn), confirmChannel(tb, pubConn)
 	if _, err := events.QueueDeclare(queue, true, false, false, false, nil); err != nil {
 		tb.Fatal(err)
 	}
@@ -155,30 +132,22 @@ func plainDeliveryPath(tb testing.TB, rcv *receiver, clients, n int) float64 {
 	rcv.reset()
 	in := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	ingressURL := "http://" + ln.Addr().String() + "/events"
-	var next atomic.Int64
-	var posting sync.WaitGroup
 	begin := time.Now()
-	for range clients {
-		posting.Add(1)
-		go func() {
-			defer posting.Done()
-			for next.Add(1) <= int64(n) {
-				body := `{"type":"contact.updated","data":{"sentAt":` + strconv.FormatInt(time.Now().UnixNano(), 10) + `}}`
-				resp, err := in.Post(ingressURL, "application/json", strings.NewReader(body))
-				if err != nil {
-					tb.Error(err)
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusAccepted {
-					tb.Errorf("plain path ingress answered %d", resp.StatusCode)
-					return
-				}
-			}
-		}()
-	}
-	posting.Wait()
+	closedLoop(clients, n, func() bool {
+		body := `{"type":"contact.updated","data":{"sentAt":` + strconv.FormatInt(time.Now().UnixNano(), 10) + `}}`
+		resp, err := in.Post(ingressURL, "application/json", strings.NewReader(body))
+		if err != nil {
+			tb.Error(err)
+			return false
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			tb.Errorf("plain path ingress answered %d", resp.StatusCode)
+			return false
+		}
+		return true
+	})
 	deadline := time.Now().Add(60 * time.Second)
 	for rcv.count.Load() < int64(n) && time.Now().Before(deadline) && !tb.Failed() {
 		time.Sleep(5 * time.Millisecond)

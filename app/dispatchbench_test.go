@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,19 +132,8 @@ func TestBench_Dispatcher(t *testing.T) {
 func deliverClosedLoop(t *testing.T, s *started, rcv *receiver, n int) (float64, time.Duration, time.Duration) {
 	rcv.reset()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	begin := time.Now()
-	for range benchClients() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(n) {
-				postBenchEvent(t, client, s)
-			}
-		}()
-	}
-	wg.Wait()
+	closedLoop(benchClients(), n, func() bool { postBenchEvent(t, client, s); return true })
 	waitFor(t, 60*time.Second, func() bool { return rcv.count.Load() >= int64(n) })
 	elapsed := time.Unix(0, rcv.last.Load()).Sub(begin)
 	return float64(n) / elapsed.Seconds(), rcv.percentile(50), rcv.percentile(99)

@@ -50,7 +50,10 @@ func scrape(t *testing.T, reg *prometheus.Registry, name string, want map[string
 	return 0
 }
 
-func TestInstrument_TimesEveryRequestByContainerAndOperation(t *testing.T) {
+// instrumentedWebhooks is the webhooks container of an instrumented embedded
+// store, and the registry its metrics are in.
+func instrumentedWebhooks(t *testing.T) (store.Container, *prometheus.Registry) {
+	t.Helper()
 	db, err := embedded.Open(filepath.Join(t.TempDir(), "db"), store.Containers(time.Hour))
 	if err != nil {
 		t.Fatal(err)
@@ -65,6 +68,11 @@ func TestInstrument_TimesEveryRequestByContainerAndOperation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, reg
+}
+
+func TestInstrument_TimesEveryRequestByContainerAndOperation(t *testing.T) {
+	c, reg := instrumentedWebhooks(t)
 	ctx := t.Context()
 	body := func(id string) []byte { return []byte(fmt.Sprintf(`{"id":%q,"tenantId":"t1"}`, id)) }
 	for i := range 3 {
@@ -109,20 +117,7 @@ func TestInstrument_TimesEveryRequestByContainerAndOperation(t *testing.T) {
 // instrumentation must not hide it (production always instruments), and times
 // it as one read.
 func TestInstrument_KeepsReadManyVisibleAndTimesIt(t *testing.T) {
-	db, err := embedded.Open(filepath.Join(t.TempDir(), "db"), store.Containers(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	reg := prometheus.NewRegistry()
-	b, err := store.Instrument(db, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := b.Container(domain.ContainerWebhooks)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, reg := instrumentedWebhooks(t)
 	ctx := t.Context()
 	if _, err := c.Create(ctx, "t1", "w1", []byte(`{"id":"w1","tenantId":"t1"}`)); err != nil {
 		t.Fatal(err)

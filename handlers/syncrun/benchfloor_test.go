@@ -28,22 +28,7 @@ import (
 // can reach here.
 func plainPull(b *testing.B, srv *fakeapi.Server) time.Duration {
 	b.Helper()
-	db, err := bolt.Open(filepath.Join(b.TempDir(), "plain-pull.db"), 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	records, hashes := []byte("records"), []byte("hashes")
-	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{records, hashes} {
-			if _, err := tx.CreateBucket(name); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		b.Fatal(err)
-	}
+	db, records, hashes := openPlainDB(b, "plain-pull.db")
 	store := func(page []map[string]any) error {
 		return db.Update(func(tx *bolt.Tx) error {
 			recs, sums := tx.Bucket(records), tx.Bucket(hashes)
@@ -66,20 +51,9 @@ func plainPull(b *testing.B, srv *fakeapi.Server) time.Duration {
 	}
 
 	start := time.Now()
-	pages := make(chan []map[string]any, 1)
-	stored := make(chan error, 1)
-	go func() {
-		var err error
-		for page := range pages {
-			if err == nil {
-				err = store(page)
-			}
-		}
-		stored <- err
-	}()
+	pages, stored := behind(store)
 	n, err := srv.RawPages(benchPageSize, func(page []map[string]any) { pages <- page })
-	close(pages)
-	if err := <-stored; err != nil {
+	if err := stored(); err != nil {
 		b.Fatal(fmt.Errorf("plain pull: store: %w", err))
 	}
 	took := time.Since(start)
@@ -107,20 +81,9 @@ func plainPull(b *testing.B, srv *fakeapi.Server) time.Duration {
 // No mapping, no shard schema, no checkpoint, no execution record.
 func plainPush(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
 	b.Helper()
-	db, err := bolt.Open(filepath.Join(b.TempDir(), "plain-push.db"), 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	records, hashes := []byte("records"), []byte("hashes")
+	db, records, hashes := openPlainDB(b, "plain-push.db")
 	if err := db.Update(func(tx *bolt.Tx) error {
-		recs, err := tx.CreateBucket(records)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.CreateBucket(hashes); err != nil {
-			return err
-		}
+		recs := tx.Bucket(records)
 		for i := range n {
 			id := fmt.Sprintf("plain-%07d", i)
 			doc := fmt.Sprintf(`{"id":%q,"name":"Plain %d","email":"plain%d@example.com"}`, id, i, i)
@@ -181,17 +144,7 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
 	}
 
 	start := time.Now()
-	pushed := make(chan []kv, 1)
-	kept := make(chan error, 1)
-	go func() {
-		var err error
-		for page := range pushed {
-			if err == nil {
-				err = keep(page)
-			}
-		}
-		kept <- err
-	}()
+	pushed, kept := behind(keep)
 	// A page is read in a read transaction of its own: one held across the
 	// run would keep the concurrent commits from growing the file's mapping.
 	readPage := func(after []byte) ([]kv, error) {
@@ -212,6 +165,7 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
 		return page, err
 	}
 	var after []byte
+	var err error
 	for {
 		var page []kv
 		if page, err = readPage(after); err != nil || len(page) == 0 {
@@ -223,20 +177,59 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
 		pushed <- page
 		after = page[len(page)-1].id
 	}
-	close(pushed)
-	if kerr := <-kept; err == nil {
+	if kerr := kept(); err == nil {
 		err = kerr
 	}
 	took := time.Since(start)
 	if err != nil {
 		b.Fatal(err)
 	}
-	var kept0 int
-	if err := db.View(func(tx *bolt.Tx) error { kept0 = tx.Bucket(hashes).Stats().KeyN; return nil }); err != nil {
+	var hashed int
+	if err := db.View(func(tx *bolt.Tx) error { hashed = tx.Bucket(hashes).Stats().KeyN; return nil }); err != nil {
 		b.Fatal(err)
 	}
-	if kept0 != n {
-		b.Fatalf("plain push kept %d hashes, want %d", kept0, n)
+	if hashed != n {
+		b.Fatalf("plain push kept %d hashes, want %d", hashed, n)
 	}
 	return took
+}
+
+// openPlainDB opens a bbolt file of the test's, with the embedded store's
+// options, holding empty records and hashes buckets; closed when the test ends.
+func openPlainDB(b *testing.B, name string) (db *bolt.DB, records, hashes []byte) {
+	db, err := bolt.Open(filepath.Join(b.TempDir(), name), 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = db.Close() })
+	records, hashes = []byte("records"), []byte("hashes")
+	if err := db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{records, hashes} {
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	return db, records, hashes
+}
+
+// behind runs keep on each page sent to pages, in order, on a goroutine of its
+// own, so a page's commit overlaps the work on the next; done ends the pages
+// and returns the first error (keep is not called after it).
+func behind[T any](keep func(T) error) (pages chan<- T, done func() error) {
+	ch := make(chan T, 1)
+	result := make(chan error, 1)
+	go func() {
+		var err error
+		for page := range ch {
+			if err == nil {
+				err = keep(page)
+			}
+		}
+		result <- err
+	}()
+	return ch, func() error { close(ch); return <-result }
 }
