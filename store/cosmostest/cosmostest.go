@@ -206,10 +206,17 @@ type cosmium struct {
 	endpoint string
 	out      *tailBuffer
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd     // nil while stopped
-	exited chan struct{} // closed when cmd has exited
+	mu      sync.Mutex
+	cmd     *exec.Cmd     // nil while stopped
+	exited  chan struct{} // closed when cmd has exited
+	serving time.Time     // when cmd first answered
 }
+
+// signalsHandledAfter is how long after it first answers cosmium surely
+// handles SIGTERM: its main serves before it installs the handler (Start
+// returns 50 ms after the listener starts, then waitForExit calls
+// signal.Notify), and a SIGTERM before that kills it without saving state.
+const signalsHandledAfter = 250 * time.Millisecond
 
 // stopTimeout bounds a graceful stop: cosmium writes its whole state as JSON on exit.
 const stopTimeout = 60 * time.Second
@@ -232,6 +239,9 @@ func (c *cosmium) launch() error {
 		c.kill()
 		return fmt.Errorf("%w; emulator output: %s", err, strings.TrimSpace(c.out.String()))
 	}
+	c.mu.Lock()
+	c.serving = time.Now()
+	c.mu.Unlock()
 	return nil
 }
 
@@ -254,6 +264,7 @@ func (c *cosmium) terminate() error {
 	if c.cmd == nil {
 		return errors.New("the emulator is not running")
 	}
+	time.Sleep(time.Until(c.serving.Add(signalsHandledAfter)))
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		return fmt.Errorf("send SIGTERM: %w", err)
 	}
