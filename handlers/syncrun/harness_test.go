@@ -196,6 +196,15 @@ func (a *auditLog) count(action syncrun.AuditAction) int {
 	return n
 }
 
+// pooledTransport keeps as many idle connections per host as the processes do
+// (app/shared.go): with the default two, most of a run's concurrent writes
+// would dial a new connection each.
+func pooledTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	return t
+}
+
 // writeCounter counts successful writes (POST, PATCH, PUT, DELETE) that
 // reach the API and calls after with the running total.
 type writeCounter struct {
@@ -310,7 +319,7 @@ func newHarness(t testing.TB, cfg harnessConfig) *harness {
 		shards: &countingShards{Local: local2, puts: map[string]int{}, deletes: map[string]int{}},
 		events: &eventLog{next: sender.New(transport.Publisher(), "test")},
 		audit:  &auditLog{},
-		writes: &writeCounter{next: http.DefaultTransport.(*http.Transport).Clone()},
+		writes: &writeCounter{next: pooledTransport()},
 		tasks:  store.NewRepository[domain.SyncTask](open(domain.ContainerSyncTasks)),
 		execs:  store.NewRepository[domain.Execution](open(domain.ContainerExecutions)),
 		conns:  store.NewRepository[domain.Connection](open(domain.ContainerConnections)),
