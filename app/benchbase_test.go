@@ -138,17 +138,7 @@ func rawRabbitLoop(tb testing.TB, n int) float64 {
 	if _, err := pch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
 		tb.Fatal(err)
 	}
-	sch, err := subConn.Channel()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := sch.Qos(256, 0, false); err != nil {
-		tb.Fatal(err)
-	}
-	deliveries, err := sch.Consume(queue, "", false, false, false, false, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	_, deliveries := consume(tb, subConn, queue, 256)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -212,6 +202,23 @@ func confirmChannel(tb testing.TB, conn *amqp.Connection) *amqp.Channel {
 		tb.Fatal(err)
 	}
 	return ch
+}
+
+// consume starts a consumer of queue on a channel of its own on conn, with
+// prefetch messages at most unacked; closing the channel ends it.
+func consume(tb testing.TB, conn *amqp.Connection, queue string, prefetch int) (*amqp.Channel, <-chan amqp.Delivery) {
+	ch, err := conn.Channel()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := ch.Qos(prefetch, 0, false); err != nil {
+		tb.Fatal(err)
+	}
+	deliveries, err := ch.Consume(queue, "", false, false, false, false, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ch, deliveries
 }
 
 // closedLoop runs post n times from clients goroutines at once, each calling

@@ -70,17 +70,7 @@ func plainDeliveryPath(tb testing.TB, rcv *receiver, clients, n int) float64 {
 	go func() { _ = ingress.Serve(ln) }()
 	defer ingress.Close()
 
-	sch, err := subConn.Channel()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := sch.Qos(64, 0, false); err != nil {
-		tb.Fatal(err)
-	}
-	deliveries, err := sch.Consume(queue, "", false, false, false, false, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	sch, deliveries := consume(tb, subConn, queue, 64)
 	out := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	secret := []byte("whsec-plain-path-secret-32-bytes")
 	var seq atomic.Uint64

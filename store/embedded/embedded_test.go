@@ -261,26 +261,7 @@ func TestEmbedded_ReadManyAgreesWithRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	ids := []string{"b", "missing", "a", "c", "gone", "a"}
-	got, err := c.(store.ManyReader).ReadMany(ctx, "t", ids)
-	if err != nil {
-		t.Fatalf("ReadMany: %v", err)
-	}
-	if len(got) != len(ids) {
-		t.Fatalf("ReadMany returned %d items for %d ids", len(got), len(ids))
-	}
-	for i, id := range ids {
-		want, err := c.Read(ctx, "t", id)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			if got[i].ID != "" {
-				t.Errorf("ids[%d] %q: ReadMany found %s, Read finds nothing", i, id, got[i].Body)
-			}
-		case err != nil:
-			t.Fatal(err)
-		case !reflect.DeepEqual(got[i], want):
-			t.Errorf("ids[%d] %q: ReadMany gave %+v, Read gives %+v", i, id, got[i], want)
-		}
-	}
+	readManyAgreesWithRead(t, c, "t", ids)
 }
 
 // ReadMany steps forward through ids given in increasing order (a page of
@@ -308,12 +289,22 @@ func TestEmbedded_ReadManyInKeyOrderAgreesWithRead(t *testing.T) {
 		ids = append(ids, id(n))
 	}
 	ids = append(ids, id(5), id(4), id(58), id(59))
-	got, err := c.(store.ManyReader).ReadMany(ctx, "t", ids)
+	readManyAgreesWithRead(t, c, "t", ids)
+}
+
+// readManyAgreesWithRead checks that ReadMany of ids in partition pk gives, id
+// by id, what Read gives (the zero Item where Read finds nothing).
+func readManyAgreesWithRead(t *testing.T, c store.Container, pk string, ids []string) {
+	t.Helper()
+	got, err := c.(store.ManyReader).ReadMany(t.Context(), pk, ids)
 	if err != nil {
 		t.Fatalf("ReadMany: %v", err)
 	}
+	if len(got) != len(ids) {
+		t.Fatalf("ReadMany returned %d items for %d ids", len(got), len(ids))
+	}
 	for i, id := range ids {
-		want, err := c.Read(ctx, "t", id)
+		want, err := c.Read(t.Context(), pk, id)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			if got[i].ID != "" {
