@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -391,6 +393,7 @@ func (l *Local) WriteBatch(ctx context.Context, tenantID, entity string, writes 
 		}
 		ops, at, recs = append(ops, store.UpsertOp(put.id, put.body)), append(at, i), append(recs, put.rec)
 	}
+	sortByID(ops, at, recs)
 	batches, etags, errs := store.WriteBatches(ctx, l.c, pk, ops)
 	j := 0 // the first op of batch k
 	for k, batch := range batches {
@@ -417,6 +420,21 @@ func (l *Local) WriteBatch(ctx context.Context, tenantID, entity string, writes 
 		j += len(batch)
 	}
 	return results, nil
+}
+
+// sortByID orders ops by id, and at and recs with them: a page of new records
+// (ordered ids) then reaches the store as appends, batch after batch, which
+// the embedded store writes into full pages.
+func sortByID(ops []store.Op, at []int, recs []Record) {
+	order := make([]int, len(ops))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(ops[a].ID, ops[b].ID) })
+	sortedOps, sortedAt, sortedRecs := slices.Clone(ops), slices.Clone(at), slices.Clone(recs)
+	for i, o := range order {
+		ops[i], at[i], recs[i] = sortedOps[o], sortedAt[o], sortedRecs[o]
+	}
 }
 
 // encodedPut is a put of a batch, encoded (encodePut).

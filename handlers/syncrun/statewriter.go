@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/castiel/integration-manager/store"
@@ -98,6 +100,9 @@ func (w *stateWriter) loop() {
 // once its state is written. A batch refused because one state changed
 // meanwhile is sent again without it; that plan is returned as raced.
 func (r *run) writeStates(ctx context.Context, plans []*plan) ([]*plan, error) {
+	// In id order: a page of new records' states then reaches the store as
+	// appends, batch after batch (see shards.Local.WriteBatch).
+	plans = slices.SortedFunc(slices.Values(plans), func(a, b *plan) int { return strings.Compare(a.st.ID, b.st.ID) })
 	ops := make([]store.Op, len(plans))
 	encErrs := make([]error, len(plans))
 	inChunks(len(plans), func(lo, hi int) {

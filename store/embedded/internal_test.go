@@ -218,3 +218,60 @@ func FuzzPrepareCommonBodyAgreesWithTheGeneralPath(f *testing.F) {
 		}
 	})
 }
+
+// Batches of ordered ids written in order (a sync page of new records) go in
+// at one place each, and bbolt leaves the pages behind them nearly full; a
+// batch whose ids fall among stored ones gets bbolt's default half-full pages.
+func TestBatches_InOrderAppendsLeaveFullPages(t *testing.T) {
+	ctx := t.Context()
+	b, err := Open(filepath.Join(t.TempDir(), "store.db"), store.Containers(time.Hour))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer b.Close()
+	c, _ := b.Container(store.SyncStateContainer)
+	mb := c.(store.MultiBatcher)
+	body := func(id string) []byte {
+		return []byte(`{"id":"` + id + `","syncTaskId":"task","pad":"` + string(bytes.Repeat([]byte("x"), 200)) + `"}`)
+	}
+	for page := range 20 {
+		var batches [][]store.Op
+		for k := range 10 {
+			var ops []store.Op
+			for n := range 100 {
+				id := fmt.Sprintf("r%06d", page*1000+k*100+n)
+				ops = append(ops, store.UpsertOp(id, body(id)))
+			}
+			batches = append(batches, ops)
+		}
+		if _, errs := mb.Batches(ctx, "task", batches); errors.Join(errs...) != nil {
+			t.Fatalf("Batches: %v", errors.Join(errs...))
+		}
+	}
+	var fill float64
+	if err := b.db.View(func(tx *bolt.Tx) error {
+		s := tx.Bucket([]byte(store.SyncStateContainer)).Stats()
+		fill = float64(s.LeafInuse) / float64(s.LeafAlloc)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fill < 0.8 {
+		t.Errorf("leaf pages %.0f %% used after in-order appends, want at least 80 %%", 100*fill)
+	}
+
+	if err := b.db.View(func(tx *bolt.Tx) error {
+		cur := tx.Bucket([]byte(store.SyncStateContainer)).Cursor()
+		among := [][]byte{docKey("task", "r000050"), docKey("task", "r019999x")}
+		after := [][]byte{docKey("task", "r999999"), docKey("task", "r500000")}
+		if inOnePlace(cur, among) {
+			t.Error("keys with stored keys between them taken for one place")
+		}
+		if !inOnePlace(cur, after) {
+			t.Error("keys past every stored key not taken for one place")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
