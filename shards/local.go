@@ -121,6 +121,12 @@ func (l *Local) Get(ctx context.Context, tenantID, entity, key string) (Record, 
 	if err != nil {
 		return Record{}, storeErr("get", key, err)
 	}
+	return doc.live(tenantID, entity, key, etag)
+}
+
+// live is the record doc holds (stored with etag) when it is key's and not
+// a tombstone; ErrNotFound otherwise.
+func (doc localDoc) live(tenantID, entity, key, etag string) (Record, error) {
 	if doc.Deleted || !doc.owns(tenantID, entity, key) {
 		return Record{}, fmt.Errorf("%w: %s/%s", ErrNotFound, entity, key)
 	}
@@ -163,11 +169,7 @@ func (l *Local) GetMany(ctx context.Context, tenantID, entity string, keys []str
 			errs[i] = storeErr("get", key, fmt.Errorf("decode %s: %w", items[n].ID, err))
 			continue
 		}
-		if doc.Deleted || !doc.owns(tenantID, entity, key) {
-			errs[i] = fmt.Errorf("%w: %s/%s", ErrNotFound, entity, key)
-			continue
-		}
-		recs[i] = doc.record(items[n].ETag)
+		recs[i], errs[i] = doc.live(tenantID, entity, key, items[n].ETag)
 	}
 	return recs, errs
 }

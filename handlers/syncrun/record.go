@@ -84,7 +84,7 @@ func (r *run) reconcileAll(ctx context.Context, items []recItem) error {
 
 // uniqueKeys splits items into the first item of each key and the rest, in order.
 func uniqueKeys(items []recItem) (round, rest []recItem) {
-	if sortedKeys(items) {
+	if increasingBy(items, func(it recItem) string { return it.key }) {
 		return items, nil // each key once (a page listed in key order): no set needed
 	}
 	seen := make(map[string]struct{}, len(items))
@@ -98,16 +98,6 @@ func uniqueKeys(items []recItem) (round, rest []recItem) {
 		round = append(round, it)
 	}
 	return round, rest
-}
-
-// sortedKeys reports whether the keys of items are in strictly increasing order.
-func sortedKeys(items []recItem) bool {
-	for i := 1; i < len(items); i++ {
-		if items[i-1].key >= items[i].key {
-			return false
-		}
-	}
-	return true
 }
 
 // reconcileRound syncs items (distinct keys) and returns those whose state

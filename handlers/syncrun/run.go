@@ -264,7 +264,8 @@ func (p *pageRun) shares(keys []string) bool {
 	if len(p.keys) == 0 || len(keys) == 0 {
 		return false
 	}
-	if increasing(p.keys) && increasing(keys) && (keys[0] > p.keys[len(p.keys)-1] || keys[len(keys)-1] < p.keys[0]) {
+	key := func(k string) string { return k }
+	if increasingBy(p.keys, key) && increasingBy(keys, key) && (keys[0] > p.keys[len(p.keys)-1] || keys[len(keys)-1] < p.keys[0]) {
 		return false // pages listed in key order, as most APIs list them: no set needed
 	}
 	set := make(map[string]struct{}, len(p.keys))
@@ -279,11 +280,11 @@ func (p *pageRun) shares(keys []string) bool {
 	return false
 }
 
-// increasing reports whether keys are in strictly increasing order (so each
-// is there once).
-func increasing(keys []string) bool {
-	for i := 1; i < len(keys); i++ {
-		if keys[i-1] >= keys[i] {
+// increasingBy reports whether the keys of xs are in strictly increasing
+// order (so each is there once).
+func increasingBy[T any](xs []T, key func(T) string) bool {
+	for i := 1; i < len(xs); i++ {
+		if key(xs[i-1]) >= key(xs[i]) {
 			return false
 		}
 	}
