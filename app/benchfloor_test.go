@@ -55,20 +55,14 @@ func plainDeliveryPath(tb testing.TB, rcv *receiver, clients, n int) float64 {
 		tb.Fatal(err)
 	}
 
-	ingress := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ingressURL := serveLoopback(tb, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil || !publish(events, queue, body) {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
 		w.WriteHeader(http.StatusAccepted)
-	})}
-	ln, err := listenLoopback()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go func() { _ = ingress.Serve(ln) }()
-	defer ingress.Close()
+	})) + "/events"
 
 	sch, deliveries := consume(tb, subConn, queue, 64)
 	out := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
@@ -121,7 +115,6 @@ func plainDeliveryPath(tb testing.TB, rcv *receiver, clients, n int) float64 {
 
 	rcv.reset()
 	in := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	ingressURL := "http://" + ln.Addr().String() + "/events"
 	begin := time.Now()
 	closedLoop(clients, n, func() bool {
 		body := `{"type":"contact.updated","data":{"sentAt":` + strconv.FormatInt(time.Now().UnixNano(), 10) + `}}`

@@ -11,6 +11,20 @@ import (
 
 func listenLoopback() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
 
+// serveLoopback serves h on a free loopback port until the test ends and
+// returns its base URL (http://127.0.0.1:port).
+func serveLoopback(tb testing.TB, h http.Handler) string {
+	tb.Helper()
+	ln, err := listenLoopback()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go func() { _ = srv.Serve(ln) }()
+	tb.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
 // hangingFirstReceiver is a webhook endpoint whose first call hangs until
 // its caller hangs up (or the test ends); later calls answer 200.
 type hangingFirstReceiver struct {
@@ -30,7 +44,7 @@ func newHangingFirstReceiver(t *testing.T) *hangingFirstReceiver {
 	t.Helper()
 	r := &hangingFirstReceiver{callerGone: make(chan time.Time, 1)}
 	released := make(chan struct{})
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		// Read to the end: only then does the server watch the connection, so
 		// the request's context ends when the caller hangs up.
 		_, _ = io.Copy(io.Discard, req.Body)
@@ -47,14 +61,9 @@ func newHangingFirstReceiver(t *testing.T) *hangingFirstReceiver {
 			return
 		}
 		w.WriteHeader(http.StatusOK)
-	})}
-	ln, err := listenLoopback()
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { close(released); _ = srv.Close() })
-	r.url = "http://" + ln.Addr().String() + "/hook"
+	})
+	r.url = serveLoopback(t, handler) + "/hook"
+	t.Cleanup(func() { close(released) }) // runs before the server's close: a hanging call returns
 	return r
 }
 
