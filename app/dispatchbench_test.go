@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,25 +138,16 @@ func deliverClosedLoop(t *testing.T, s *started, rcv *receiver, n int) (float64,
 	return float64(n) / elapsed.Seconds(), rcv.percentile(50), rcv.percentile(99)
 }
 
-// profileCPU writes a CPU profile of this process (the API, the dispatcher, the
-// bench clients and receivers; not the broker) to $IM_BENCH_CPUPROFILE.<mode>
-// when that is set, so a profile shows the closed loop alone.
+// profileCPU profiles this process (the API, the dispatcher, the bench clients
+// and receivers; not the broker) during one mode's closed loop.
 func profileCPU(t *testing.T, mode string) (stop func()) {
-	base := os.Getenv("IM_BENCH_CPUPROFILE")
-	if base == "" {
-		return func() {}
-	}
-	f, err := os.Create(base + "." + strings.Fields(mode)[0])
+	stop, err := bench.ProfileCPU(strings.Fields(mode)[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		t.Fatal(err)
-	}
-	return func() { pprof.StopCPUProfile(); f.Close() }
+	return stop
 }
 
-// deliverOpenLoop posts at a fixed rate for d and returns latency percentiles.
 func deliverOpenLoop(t *testing.T, s *started, rcv *receiver, rate float64, d time.Duration) (time.Duration, time.Duration) {
 	rcv.reset()
 	sent := postAtRate(t, s, rate, d)

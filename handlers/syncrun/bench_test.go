@@ -126,9 +126,14 @@ func pullHarness(b *testing.B, latency time.Duration) *harness {
 // timedRun runs the bench task as execution id and returns how long it took;
 // the run must complete with stats that satisfy want.
 func timedRun(b *testing.B, hs *harness, id string, want func(domain.SyncStats) bool) time.Duration {
+	stopProfile, err := bench.ProfileCPU(b.Name())
+	if err != nil {
+		b.Fatal(err)
+	}
 	start := time.Now()
 	e := hs.run(id, "st-bench")
 	took := time.Since(start)
+	stopProfile()
 	if e.Status != domain.ExecCompleted || !want(stats(e)) {
 		b.Fatalf("bench run %s: status %s, stats %+v", id, e.Status, stats(e))
 	}
@@ -183,7 +188,7 @@ func rawPost(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
 // write), beside plain concurrent POSTs of as many records to the same kind
 // of fake API.
 func BenchmarkPush100k(b *testing.B) {
-	var raw, plain, push time.Duration
+	var raw, plain, plainEach, push time.Duration
 	for i := range b.N {
 		b.StopTimer()
 		hs := newHarness(b, harnessConfig{
@@ -192,12 +197,14 @@ func BenchmarkPush100k(b *testing.B) {
 		})
 		rawSrv := fakeapi.New(b, fakeapi.Options{Mode: fakeapi.Mode{PageSize: benchPageSize}})
 		plainSrv := fakeapi.New(b, fakeapi.Options{Mode: fakeapi.Mode{PageSize: benchPageSize}})
+		plainEachSrv := fakeapi.New(b, fakeapi.Options{Mode: fakeapi.Mode{PageSize: benchPageSize}})
 		seedShard(b, hs, benchRecords)
 		hs.task("st-bench", domain.DirectionPush, domain.ModeIncremental)
 		b.StartTimer()
 
 		raw += rawPost(b, rawSrv, benchRecords)
-		plain += plainPush(b, plainSrv, benchRecords)
+		plain += plainPush(b, plainSrv, benchRecords, keepPerPage)
+		plainEach += plainPush(b, plainEachSrv, benchRecords, keepPerPost)
 
 		push += timedRun(b, hs, fmt.Sprintf("run-%d", i), func(st domain.SyncStats) bool { return st.Added == benchRecords })
 	}
@@ -205,6 +212,7 @@ func BenchmarkPush100k(b *testing.B) {
 	b.ReportMetric(rate(raw), "raw_post_records/s")
 	b.ReportMetric(rate(push), "push_records/s")
 	b.ReportMetric(100*rate(plain)/rate(raw), "plain_push_%_of_raw")
+	b.ReportMetric(100*rate(plainEach)/rate(raw), "plain_push_each_%_of_raw")
 	b.ReportMetric(100*rate(push)/rate(raw), "push_%_of_raw")
 	recordBench(b,
 		bench.Row{Case: "raw POSTs creating records in the fake API (16 at a time)", Value: rate(raw), Unit: "records/s"},

@@ -2,6 +2,7 @@ package syncrun_test
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -73,13 +74,29 @@ func plainPull(b *testing.B, srv *fakeapi.Server) time.Duration {
 	return took
 }
 
+// pushKeeping is when plainPush makes the hashes of what it POSTed durable.
+type pushKeeping int
+
+const (
+	// keepPerPage: one commit per page, overlapping the next page's POSTs. A
+	// kill may lose up to two pages of hashes, so a resumed push would POST
+	// those records again.
+	keepPerPage pushKeeping = iota
+	// keepPerPost: each hash goes into the next group commit as soon as its
+	// POST returns (one commit in flight, the hashes that arrive meanwhile
+	// gathered into the next), as the sync worker keeps a push's state: a
+	// kill loses only the hashes of the POSTs in flight, which is what "a
+	// resumed run writes no record twice" asks of a push.
+	keepPerPost
+)
+
 // plainPush is the least a push can do, written with the plain libraries and
 // nothing of ours: n records kept in bbolt are read a page at a time, each page
-// POSTed to the fake 16 at a time (as rawPost does) and then the content hash
-// of every record it took kept durably in one bbolt transaction (what a later
-// run needs to tell a change), that commit overlapping the next page's POSTs.
-// No mapping, no shard schema, no checkpoint, no execution record.
-func plainPush(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
+// POSTed to the fake 16 at a time (as rawPost does), and the content hash of
+// every record it took kept durably in bbolt (what a later run needs to tell a
+// change) as keeping says. No mapping, no shard schema, no reading of the
+// answer, no checkpoint, no execution record.
+func plainPush(b *testing.B, srv *fakeapi.Server, n int, keeping pushKeeping) time.Duration {
 	b.Helper()
 	db, records, hashes := openPlainDB(b, "plain-push.db")
 	if err := db.Update(func(tx *bolt.Tx) error {
@@ -95,6 +112,19 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
 	}); err != nil {
 		b.Fatal(err)
 	}
+	type kv struct{ id, doc []byte }
+	keep := func(page []kv) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			sums := tx.Bucket(hashes)
+			for _, r := range page {
+				sum := sha256.Sum256(r.doc)
+				if err := sums.Put(r.id, sum[:]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
 
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	post := func(doc []byte) error {
@@ -109,7 +139,11 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
 		}
 		return nil
 	}
-	type kv struct{ id, doc []byte }
+	var (
+		pushed chan<- []kv // keepPerPage: each page whose POSTs returned
+		posted chan<- kv   // keepPerPost: each record whose POST returned
+		kept   func() error
+	)
 	pushPage := func(page []kv) error {
 		next := make(chan kv)
 		errs := make([]error, 16)
@@ -117,8 +151,12 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
 		for w := range 16 {
 			wg.Go(func() {
 				for r := range next {
-					if err := post(r.doc); err != nil && errs[w] == nil {
-						errs[w] = err
+					if err := post(r.doc); err != nil {
+						errs[w] = cmp.Or(errs[w], err)
+						continue
+					}
+					if posted != nil {
+						posted <- r
 					}
 				}
 			})
@@ -130,21 +168,13 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
 		wg.Wait()
 		return errors.Join(errs...)
 	}
-	keep := func(page []kv) error {
-		return db.Update(func(tx *bolt.Tx) error {
-			sums := tx.Bucket(hashes)
-			for _, r := range page {
-				sum := sha256.Sum256(r.doc)
-				if err := sums.Put(r.id, sum[:]); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
 
 	start := time.Now()
-	pushed, kept := behind(keep)
+	if keeping == keepPerPage {
+		pushed, kept = behind(keep)
+	} else {
+		posted, kept = groupCommitted(keep)
+	}
 	// A page is read in a read transaction of its own: one held across the
 	// run would keep the concurrent commits from growing the file's mapping.
 	readPage := func(after []byte) ([]kv, error) {
@@ -174,12 +204,12 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
 		if err = pushPage(page); err != nil {
 			break
 		}
-		pushed <- page
+		if pushed != nil {
+			pushed <- page
+		}
 		after = page[len(page)-1].id
 	}
-	if kerr := kept(); err == nil {
-		err = kerr
-	}
+	err = cmp.Or(err, kept())
 	took := time.Since(start)
 	if err != nil {
 		b.Fatal(err)
@@ -192,6 +222,37 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
 		b.Fatalf("plain push kept %d hashes, want %d", hashed, n)
 	}
 	return took
+}
+
+// groupCommitted keeps what is sent to items with keep, group commit style:
+// one keep at a time, the items that arrive meanwhile gathered into the next;
+// done ends the items and returns the first error.
+func groupCommitted[T any](keep func([]T) error) (items chan<- T, done func() error) {
+	ch := make(chan T, 1024)
+	result := make(chan error, 1)
+	go func() {
+		var err error
+		for first := range ch {
+			batch := []T{first}
+		gather:
+			for {
+				select {
+				case it, ok := <-ch:
+					if !ok {
+						break gather
+					}
+					batch = append(batch, it)
+				default:
+					break gather
+				}
+			}
+			if err == nil {
+				err = keep(batch)
+			}
+		}
+		result <- err
+	}()
+	return ch, func() error { close(ch); return <-result }
 }
 
 // openPlainDB opens a bbolt file of the test's, with the embedded store's
