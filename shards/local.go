@@ -174,21 +174,44 @@ func (l *Local) GetMany(ctx context.Context, tenantID, entity string, keys []str
 	return recs, errs
 }
 
-// IsCurrent reports whether version (a Record.Version) is still the stored
-// version of the record, live or tombstone, without decoding it: a sync run
-// checks a record it listed is unchanged before it pushes it.
-func (l *Local) IsCurrent(ctx context.Context, tenantID, entity, key, version string) (bool, error) {
-	if err := checkRef(tenantID, entity, key); err != nil {
-		return false, err
+// AreCurrent reports for each key whether versions[i] (a Record.Version) is
+// still its stored version, live or tombstone, without decoding it: a sync
+// run checks records it listed are unchanged before it pushes them. One
+// store read where the container can read many documents at once.
+func (l *Local) AreCurrent(ctx context.Context, tenantID, entity string, keys, versions []string) ([]bool, []error) {
+	current, errs := make([]bool, len(keys)), make([]error, len(keys))
+	ids := make([]string, 0, len(keys))
+	at := make([]int, 0, len(keys)) // the key of each id
+	localID := localIDs(tenantID, entity)
+	for i, key := range keys {
+		if errs[i] = checkRef(tenantID, entity, key); errs[i] == nil {
+			ids, at = append(ids, localID(key)), append(at, i)
+		}
 	}
-	it, err := l.c.Read(ctx, LocalPartition(tenantID, entity), LocalID(tenantID, entity, key))
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return false, nil
-	case err != nil:
-		return false, storeErr("get", key, err)
+	etags := make([]string, len(ids)) // "": not stored
+	if mr, ok := store.ManyReaderOf(l.c); ok {
+		items, err := mr.ReadMany(ctx, LocalPartition(tenantID, entity), ids)
+		for n, i := range at {
+			if err != nil {
+				errs[i] = storeErr("get", keys[i], err)
+				continue
+			}
+			etags[n] = items[n].ETag
+		}
+	} else {
+		for n, i := range at {
+			it, err := l.c.Read(ctx, LocalPartition(tenantID, entity), ids[n])
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				errs[i] = storeErr("get", keys[i], err)
+				continue
+			}
+			etags[n] = it.ETag
+		}
 	}
-	return version != "" && it.ETag == version, nil
+	for n, i := range at {
+		current[i] = errs[i] == nil && versions[i] != "" && etags[n] == versions[i]
+	}
+	return current, errs
 }
 
 // Put writes the record, replacing any version or tombstone.

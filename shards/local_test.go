@@ -195,17 +195,23 @@ func TestLocal_ListsInKeyOrder(t *testing.T) {
 }
 
 // A sync run pushes a record it listed only if that version is still the
-// stored one; every write, a delete included, makes it stale.
-func TestLocal_IsCurrentFollowsEveryWrite(t *testing.T) {
-	l := newLocal(t, openEmbedded(t))
+// stored one; every write, a delete included, makes it stale. A page's
+// records are checked together as they are one by one.
+func TestLocal_AreCurrentFollowsEveryWrite(t *testing.T) {
+	t.Run("one read", func(t *testing.T) { testAreCurrent(t, openEmbedded(t)) })
+	t.Run("a read per key", func(t *testing.T) { testAreCurrent(t, struct{ store.Container }{openEmbedded(t)}) })
+}
+
+func testAreCurrent(t *testing.T, c store.Container) {
+	l := newLocal(t, c)
 	ctx := t.Context()
 	current := func(key, version string) bool {
 		t.Helper()
-		ok, err := l.IsCurrent(ctx, "t1", "contacts", key, version)
-		if err != nil {
-			t.Fatal(err)
+		ok, errs := l.AreCurrent(ctx, "t1", "contacts", []string{key}, []string{version})
+		if errs[0] != nil {
+			t.Fatal(errs[0])
 		}
-		return ok
+		return ok[0]
 	}
 	v1 := mustPut(t, l, "t1", "contacts", "k", map[string]any{"n": 1.0}).Version
 	if !current("k", v1) {
@@ -228,8 +234,12 @@ func TestLocal_IsCurrentFollowsEveryWrite(t *testing.T) {
 	if current("missing", v2) || current("k", "") {
 		t.Error("a missing record or an empty version is current")
 	}
-	if _, err := l.IsCurrent(ctx, "t1", "contacts", "", v2); !errors.Is(err, shards.ErrInvalid) {
-		t.Errorf("an empty key: %v, want ErrInvalid", err)
+	cur, errs := l.AreCurrent(ctx, "t1", "contacts", []string{"missing", "k", "", "k"}, []string{v2, recs[0].Version, v2, v1})
+	if want := []bool{false, true, false, false}; !reflect.DeepEqual(cur, want) {
+		t.Errorf("AreCurrent of a missing key, the tombstone, an empty key and a stale version, together = %v, want %v", cur, want)
+	}
+	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], shards.ErrInvalid) || errs[3] != nil {
+		t.Errorf("AreCurrent errors %v, want ErrInvalid for the empty key only", errs)
 	}
 }
 

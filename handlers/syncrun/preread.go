@@ -24,12 +24,21 @@ type manyGetter interface {
 	GetMany(ctx context.Context, tenantID, entity string, keys []string) ([]shards.Record, []error)
 }
 
+// versionChecker is a shard store that tells whether listed records are
+// still at their listed versions without reading them whole (*shards.Local).
+type versionChecker interface {
+	AreCurrent(ctx context.Context, tenantID, entity string, keys, versions []string) ([]bool, []error)
+}
+
 // preread is what a round read of one record before planning it.
 type preread struct {
 	state store.Item // the stored state; ID "": none
 	hasIn bool       // Castiel's side was read too: rec, or err as Get returned it
 	rec   shards.Record
 	err   error
+	// checked: the listed version of a walked record was checked after its
+	// state was read; current: it is still the stored one.
+	checked, current bool
 }
 
 // prereads are a round's prereads, by item; nil: none were made.
@@ -61,6 +70,8 @@ func (r *run) preread(ctx context.Context, items []recItem) (prereads, error) {
 	ps := make(prereads, len(items))
 	keys := make([]string, 0, len(items))
 	at := make([]int, 0, len(items)) // the item of each key
+	var listed, versions []string    // walked records with no state: pushed if still current
+	var listedAt []int
 	for i, it := range items {
 		ps[i].state = states[i]
 		found := states[i].ID != ""
@@ -68,6 +79,15 @@ func (r *run) preread(ctx context.Context, items []recItem) (prereads, error) {
 		// only after a resolver's write, which is rare: left to plan).
 		if it.in == nil && (it.ext == nil || !found || !unchangedExternally(states[i].Body, it.ext)) {
 			keys, at = append(keys, it.key), append(at, i)
+		}
+		if it.in != nil && it.version != "" && !found {
+			listed, versions, listedAt = append(listed, it.key), append(versions, it.version), append(listedAt, i)
+		}
+	}
+	if vc, ok := r.h.shards.(versionChecker); ok && len(listed) > 0 {
+		current, errs := vc.AreCurrent(ctx, r.task.TenantID, r.task.Entity, listed, versions)
+		for n, i := range listedAt {
+			ps[i].checked, ps[i].current = errs[n] == nil, current[n] // an error: plan reads again
 		}
 	}
 	mg, ok := r.h.shards.(manyGetter)

@@ -79,3 +79,34 @@ func testResolvedAfterListing(t *testing.T, skew time.Duration) {
 		t.Errorf("the Castiel record is %v, want the resolution %v", in, resolved)
 	}
 }
+
+// A new Castiel record edited after the walk listed it is pushed as edited:
+// the listed version is pushed only while it is still the stored one.
+func TestRun_ANewRecordEditedAfterTheListingIsPushedAsEdited(t *testing.T) {
+	hs := newHarness(t, harnessConfig{fake: fakeapi.Options{Mode: fakeapi.Mode{PageSize: 10}}})
+	hs.task("st-new", domain.DirectionPush, domain.ModeIncremental)
+	for _, key := range []string{"n-1", "n-2", "n-3"} {
+		hs.putInternal(key, internalRecord("Listed "+key, key+"@example.com"))
+	}
+	once := false
+	hs.shards.afterList.Store(ptr(func() {
+		if !once {
+			once = true
+			hs.putInternal("n-2", internalRecord("Edited after the listing", "n-2@example.com"))
+		}
+	}))
+
+	e := hs.run("run-1", "st-new")
+	mustStatus(t, e, domain.ExecCompleted)
+	if !once {
+		t.Fatal("the walk never listed the shard")
+	}
+	if s := stats(e); s.Added != 3 {
+		t.Errorf("stats %+v, want 3 added", s)
+	}
+	for key, want := range map[string]string{"n-1": "Listed n-1", "n-2": "Edited after the listing", "n-3": "Listed n-3"} {
+		if r, ok := hs.srv.Get(entity, key); !ok || r.Name != want || hs.srv.Writes(entity, key) != 1 {
+			t.Errorf("the API holds %s as %q after %d writes, want %q written once", key, r.Name, hs.srv.Writes(entity, key), want)
+		}
+	}
+}

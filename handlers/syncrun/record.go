@@ -228,7 +228,7 @@ func (r *run) plan(ctx context.Context, it recItem, pre *preread) (*plan, error)
 		// pushed over a resolution. (Only pushes: a conflict seen in the listing
 		// is left to the state's pending conflict, and a read racing a resolution
 		// in progress would raise a spurious one.)
-		if in, err = r.rereadInternal(ctx, it); err != nil {
+		if in, err = r.rereadInternal(ctx, it, pre); err != nil {
 			if errors.Is(err, shards.ErrInvalid) {
 				r.failItem(it.tally, it.key, "", err)
 				return nil, nil
@@ -349,21 +349,22 @@ func unchangedExternally(body []byte, ext *domain.SideRecord) bool {
 	return docfields.IsNull(h.Conflict) && h.ExternalHash == ext.ContentHash()
 }
 
-// versionChecker is a shard store that can tell whether a record is still
-// at a version without reading it whole (*shards.Local).
-type versionChecker interface {
-	IsCurrent(ctx context.Context, tenantID, entity, key, version string) (bool, error)
-}
-
 // rereadInternal reads Castiel's side of a listed record again: the listed
-// version itself when the store says it is still the current one.
-func (r *run) rereadInternal(ctx context.Context, it recItem) (*domain.SideRecord, error) {
-	if vc, ok := r.h.shards.(versionChecker); ok && it.version != "" {
-		current, err := vc.IsCurrent(ctx, r.task.TenantID, r.task.Entity, it.key, it.version)
-		if err != nil {
-			return nil, fmt.Errorf("read %s from the shard: %w", it.key, err)
+// version itself when the store says it is still the current one (checked
+// for the round beforehand, or now).
+func (r *run) rereadInternal(ctx context.Context, it recItem, pre *preread) (*domain.SideRecord, error) {
+	if pre != nil && pre.checked {
+		if pre.current {
+			return it.in, nil
 		}
-		if current {
+		return r.readInternal(ctx, it.key)
+	}
+	if vc, ok := r.h.shards.(versionChecker); ok && it.version != "" {
+		current, errs := vc.AreCurrent(ctx, r.task.TenantID, r.task.Entity, []string{it.key}, []string{it.version})
+		if errs[0] != nil {
+			return nil, fmt.Errorf("read %s from the shard: %w", it.key, errs[0])
+		}
+		if current[0] {
 			return it.in, nil
 		}
 	}
