@@ -188,7 +188,9 @@ func TestRun_KilledMidwayResumesOnRedeliveryWithoutDuplicateWrites(t *testing.T)
 	}
 	hs.task("st-kill", domain.DirectionBidirectional, domain.ModeIncremental)
 
-	// Kill 1: after 50 records reached the shard (page 3 of the pull).
+	// Kill 1: after 50 records reached the shard (page 3 of the pull). Two
+	// pages are in flight at once, so page 3 may write before page 2 is
+	// checkpointed: one or two pages are.
 	ctx, cancel := context.WithCancel(context.Background())
 	hs.shards.onPut(func(n int64) {
 		if n == 50 {
@@ -199,8 +201,8 @@ func TestRun_KilledMidwayResumesOnRedeliveryWithoutDuplicateWrites(t *testing.T)
 		t.Fatal("the killed run was acked; want an error so the message is redelivered")
 	}
 	e := hs.execution("run-1")
-	if e.Status != domain.ExecRunning || e.Sync.Phase != domain.PhasePull || e.Sync.Pages != 2 {
-		t.Fatalf("after the kill: status %s, phase %s, pages %d; want running, pull, 2 pages checkpointed", e.Status, e.Sync.Phase, e.Sync.Pages)
+	if e.Status != domain.ExecRunning || e.Sync.Phase != domain.PhasePull || e.Sync.Pages < 1 || e.Sync.Pages > 2 {
+		t.Fatalf("after the kill: status %s, phase %s, pages %d; want running, pull, 1 or 2 pages checkpointed", e.Status, e.Sync.Phase, e.Sync.Pages)
 	}
 	hs.shards.onPut(func(int64) {})
 
