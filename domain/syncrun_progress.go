@@ -32,6 +32,10 @@ type SyncRunProgress struct {
 	// not see are deletions (swept only when the whole read succeeded).
 	Since       string `json:"since,omitempty"`
 	FromScratch bool   `json:"fromScratch,omitempty"`
+	// NothingToSweep: a FromScratch run that began with no sync state at all
+	// (a task's first run) can find no deletion, so it neither records the
+	// keys it sees nor sweeps.
+	NothingToSweep bool `json:"nothingToSweep,omitempty"`
 	// CheckpointAt is the task checkpoint's UpdatedAt when the run began: a
 	// run only moves the checkpoint if nobody (a reset) changed it meanwhile.
 	CheckpointAt time.Time `json:"checkpointAt,omitzero"`

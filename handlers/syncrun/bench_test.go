@@ -126,7 +126,7 @@ func pullHarness(b *testing.B, latency time.Duration) *harness {
 // timedRun runs the bench task as execution id and returns how long it took;
 // the run must complete with stats that satisfy want.
 func timedRun(b *testing.B, hs *harness, id string, want func(domain.SyncStats) bool) time.Duration {
-	stopProfile, err := bench.ProfileCPU(b.Name())
+	stopProfile, err := bench.ProfileCPU(b.Name() + "." + id)
 	if err != nil {
 		b.Fatal(err)
 	}

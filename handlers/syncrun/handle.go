@@ -157,6 +157,23 @@ func (h *Handler) openExecution(ctx context.Context, cmd domain.RunSync) (domain
 }
 
 // execute runs the sync with the lease held and records its outcome.
+// noSyncState reports whether the task's sync state partition holds nothing
+// but its lease: a run that begins so can find no deletion to sweep, since
+// every state it will see is one it wrote (one run at a time; the resolver
+// writes only the states of conflicts the run raised).
+func (h *Handler) noSyncState(ctx context.Context, taskID string) (bool, error) {
+	page, err := h.stateC.Query(ctx, store.Query{PartitionKey: taskID, Limit: 2}) // the lease is one document
+	if err != nil {
+		return false, fmt.Errorf("look for the sync state of task %s: %w", taskID, err)
+	}
+	for _, it := range page.Items {
+		if it.ID != domain.SyncLeaseID(taskID) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 func (h *Handler) execute(ctx context.Context, exec *domain.Execution, task domain.SyncTask, cmd domain.RunSync) error {
 	client, provider, err := h.clients.Client(ctx, task.TenantID, task.IntegrationID)
 	if errors.Is(err, integrations.ErrInactive) {
@@ -189,6 +206,13 @@ func (h *Handler) execute(ctx context.Context, exec *domain.Execution, task doma
 			p.Since = task.Checkpoint.Cursor
 		}
 		p.FromScratch = p.Since == ""
+		if p.FromScratch {
+			empty, err := h.noSyncState(ctx, task.ID)
+			if err != nil {
+				return err
+			}
+			p.NothingToSweep = empty
+		}
 		p.Phase = domain.PhasePull
 		exec.StartedAt = now
 		h.send(ctx, task.TenantID, domain.SyncStarted{

@@ -97,7 +97,7 @@ func (r *run) next(p domain.SyncRunPhase) domain.SyncRunPhase {
 		}
 		return r.next(domain.PhasePullDeleted)
 	case domain.PhasePullDeleted:
-		if r.prog.FromScratch {
+		if r.prog.FromScratch && !r.prog.NothingToSweep {
 			return domain.PhaseSweep
 		}
 		return r.next(domain.PhaseSweep)
@@ -208,7 +208,7 @@ func (r *run) syncPages(ctx context.Context, phase domain.SyncRunPhase, pages <-
 			return lp.err
 		}
 		p := newPageRun(ctx, lp)
-		if phase == domain.PhasePull && r.prog.FromScratch {
+		if phase == domain.PhasePull && r.prog.FromScratch && !r.prog.NothingToSweep {
 			p.seen = seen
 			seen++
 		}

@@ -56,6 +56,32 @@ func TestRun_FullRefreshLeavesOnlyRecordStatesBehind(t *testing.T) {
 	}
 }
 
+// A task's first full read starts with no sync state, so nothing it does not
+// see can be a deletion: it records no keys and does not sweep. The next full
+// read, with states to compare, records and sweeps as ever.
+func TestRun_AFirstFullReadHasNothingToSweep(t *testing.T) {
+	hs := newHarness(t, harnessConfig{fake: fakeapi.Options{Mode: fakeapi.Mode{PageSize: 10}}})
+	recs := hs.srv.SeedN(entity, 25)
+	hs.task("st-first", domain.DirectionPull, domain.ModeFullRefresh)
+
+	e := hs.run("run-1", "st-first")
+	mustStatus(t, e, domain.ExecCompleted)
+	if s := stats(e); s.Added != 25 || e.Sync.SeenPages != 0 || !e.Sync.NothingToSweep {
+		t.Errorf("first run: stats %+v, keys of %d pages recorded, nothing to sweep %v; want 25 added, none recorded, nothing to sweep",
+			s, e.Sync.SeenPages, e.Sync.NothingToSweep)
+	}
+
+	hs.srv.Remove(entity, recs[4].ID)
+	e = hs.run("run-2", "st-first")
+	mustStatus(t, e, domain.ExecCompleted)
+	if s := stats(e); s.Deleted != 1 || e.Sync.SeenPages != 3 || e.Sync.NothingToSweep {
+		t.Errorf("second run: stats %+v, keys of %d pages recorded; want the removed record deleted, 3 pages recorded", s, e.Sync.SeenPages)
+	}
+	if _, ok := hs.shardRecord(recs[4].ID); ok {
+		t.Errorf("%s was removed from the API and is still in Castiel", recs[4].ID)
+	}
+}
+
 func queryAll(t *testing.T, c store.Container, q store.Query) []store.Item {
 	t.Helper()
 	var all []store.Item
