@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"syscall"
+	"time"
 )
 
 // ProfileCPU writes a CPU profile of this process to $IM_BENCH_CPUPROFILE.<name>
@@ -23,4 +25,15 @@ func ProfileCPU(name string) (stop func(), err error) {
 		return nil, fmt.Errorf("bench: cpu profile %s: %w", f.Name(), err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// ProcessCPU is the CPU time (user and system) this process has used so far:
+// the difference across a measured case is its CPU cost, whatever its wall
+// time.
+func ProcessCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

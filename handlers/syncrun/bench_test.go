@@ -189,6 +189,7 @@ func rawPost(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
 // of fake API.
 func BenchmarkPush100k(b *testing.B) {
 	var raw, plain, plainEach, push time.Duration
+	var rawCPU, plainEachCPU, pushCPU time.Duration
 	for i := range b.N {
 		b.StopTimer()
 		hs := newHarness(b, harnessConfig{
@@ -202,12 +203,21 @@ func BenchmarkPush100k(b *testing.B) {
 		hs.task("st-bench", domain.DirectionPush, domain.ModeIncremental)
 		b.StartTimer()
 
+		c0 := bench.ProcessCPU()
 		raw += rawPost(b, rawSrv, benchRecords)
+		c1 := bench.ProcessCPU()
 		plain += plainPush(b, plainSrv, benchRecords, keepPerPage)
+		c2 := bench.ProcessCPU()
 		plainEach += plainPush(b, plainEachSrv, benchRecords, keepPerPost)
-
+		c3 := bench.ProcessCPU()
 		push += timedRun(b, hs, fmt.Sprintf("run-%d", i), func(st domain.SyncStats) bool { return st.Added == benchRecords })
+		c4 := bench.ProcessCPU()
+		rawCPU, plainEachCPU, pushCPU = rawCPU+c1-c0, plainEachCPU+c3-c2, pushCPU+c4-c3
 	}
+	perRecord := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(benchRecords*b.N) }
+	b.ReportMetric(perRecord(rawCPU), "raw_cpu_µs/rec")
+	b.ReportMetric(perRecord(plainEachCPU), "plain_each_cpu_µs/rec")
+	b.ReportMetric(perRecord(pushCPU), "push_cpu_µs/rec")
 	rate := func(d time.Duration) float64 { return float64(benchRecords*b.N) / d.Seconds() }
 	b.ReportMetric(rate(raw), "raw_post_records/s")
 	b.ReportMetric(rate(push), "push_records/s")

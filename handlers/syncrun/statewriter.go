@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/castiel/integration-manager/store"
 )
@@ -16,12 +17,21 @@ import (
 // stateWriter writes the states of planned records in store batches, group
 // commit style: while one write is in flight the plans that arrive queue up
 // and go together into the next. So a push's state follows its API write
-// within one commit, and a page of pulls costs a handful of batches instead
-// of a write per record.
+// within a commit or two, and a page of pulls costs a handful of batches
+// instead of a write per record.
+//
+// Pushes come one at a time. A commit on a local disk takes a fraction of a
+// millisecond, so the next batch would hold two or three states, and a push
+// would pay a commit's fixed cost (most of its store CPU) for little more
+// than itself. A short batch therefore waits up to gatherWait for as many
+// states as there are API writes in flight.
+const gatherWait = time.Millisecond
+
 type stateWriter struct {
-	r    *run
-	ctx  context.Context
-	stop context.CancelCauseFunc // stops the round's planning when a write fails
+	r      *run
+	ctx    context.Context
+	stop   context.CancelCauseFunc // stops the round's planning when a write fails
+	gather int                     // a batch shorter than this waits for more (gatherWait)
 
 	mu      sync.Mutex
 	queue   []*plan
@@ -35,7 +45,7 @@ type stateWriter struct {
 }
 
 func (r *run) newStateWriter(ctx context.Context, stop context.CancelCauseFunc) *stateWriter {
-	w := &stateWriter{r: r, ctx: ctx, stop: stop, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &stateWriter{r: r, ctx: ctx, stop: stop, gather: r.h.opts.MaxWrites, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go w.loop()
 	return w
 }
@@ -72,10 +82,7 @@ func (w *stateWriter) close() ([]*plan, error) {
 func (w *stateWriter) loop() {
 	defer close(w.done)
 	for {
-		w.mu.Lock()
-		batch, closing := w.queue, w.closing
-		w.queue = nil
-		w.mu.Unlock()
+		batch, closing := w.take(nil)
 		if len(batch) == 0 {
 			if closing {
 				return
@@ -86,11 +93,41 @@ func (w *stateWriter) loop() {
 		if w.err != nil {
 			continue // the round is failing: its records are replayed
 		}
+		if len(batch) < w.gather && !closing {
+			batch = w.gatherMore(batch)
+		}
 		raced, err := w.r.writeStates(w.ctx, batch)
 		w.raced = append(w.raced, raced...)
 		if err != nil {
 			w.err = err
 			w.stop(err)
+		}
+	}
+}
+
+// take appends the queued plans to batch and empties the queue.
+func (w *stateWriter) take(batch []*plan) ([]*plan, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	batch, w.queue = append(batch, w.queue...), nil
+	return batch, w.closing
+}
+
+// gatherMore adds to batch the plans that arrive within gatherWait, until it
+// holds w.gather of them or the round is closing.
+func (w *stateWriter) gatherMore(batch []*plan) []*plan {
+	t := time.NewTimer(gatherWait)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.wake:
+		case <-t.C:
+			batch, _ = w.take(batch)
+			return batch
+		}
+		var closing bool
+		if batch, closing = w.take(batch); closing || len(batch) >= w.gather {
+			return batch
 		}
 	}
 }
