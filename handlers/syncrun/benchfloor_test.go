@@ -225,8 +225,10 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int, keeping pushKeeping) ti
 }
 
 // groupCommitted keeps what is sent to items with keep, group commit style:
-// one keep at a time, the items that arrive meanwhile gathered into the next;
-// done ends the items and returns the first error.
+// one keep at a time, the items that arrive meanwhile gathered into the next,
+// a batch of fewer than 16 (the POSTs in flight) waiting up to 1 ms for more,
+// as the sync worker's state writer does; done ends the items and returns the
+// first error.
 func groupCommitted[T any](keep func([]T) error) (items chan<- T, done func() error) {
 	ch := make(chan T, 1024)
 	result := make(chan error, 1)
@@ -234,16 +236,30 @@ func groupCommitted[T any](keep func([]T) error) (items chan<- T, done func() er
 		var err error
 		for first := range ch {
 			batch := []T{first}
+			wait := time.NewTimer(time.Millisecond)
 		gather:
-			for {
+			for len(batch) < 16 {
 				select {
 				case it, ok := <-ch:
 					if !ok {
 						break gather
 					}
 					batch = append(batch, it)
-				default:
+				case <-wait.C:
 					break gather
+				}
+			}
+			wait.Stop()
+		more: // whatever else is already there
+			for {
+				select {
+				case it, ok := <-ch:
+					if !ok {
+						break more
+					}
+					batch = append(batch, it)
+				default:
+					break more
 				}
 			}
 			if err == nil {
