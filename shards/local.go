@@ -76,6 +76,7 @@ type localDoc struct {
 	Entity     string         `json:"entity"`
 	RecordKey  string         `json:"recordKey"`
 	Data       map[string]any `json:"data,omitempty"`
+	DataHash   string         `json:"dataHash,omitempty"` // domain.ContentHash(Data); "" in documents written before it was kept
 	ModifiedAt time.Time      `json:"modifiedAt"`
 	Deleted    bool           `json:"deleted,omitempty"`
 	TTL        int            `json:"ttl"`
@@ -84,7 +85,7 @@ type localDoc struct {
 func (d localDoc) Key() (string, string) { return d.Partition, d.ID }
 
 func (d localDoc) record(etag string) Record {
-	return Record{Key: d.RecordKey, Data: d.Data, Version: etag, ModifiedAt: d.ModifiedAt, Deleted: d.Deleted}
+	return Record{Key: d.RecordKey, Data: d.Data, Hash: d.DataHash, Version: etag, ModifiedAt: d.ModifiedAt, Deleted: d.Deleted}
 }
 
 // NewLocal keeps records in c, a container partitioned by "partition".
@@ -271,10 +272,14 @@ func (l *Local) encodePut(scratch []byte, id, tenantID, entity, key string, data
 	if len(data) == 0 {
 		b = b[:start-len(`,"data":`)] // stored without data, as the field's omitempty says
 	}
-	b = append(b, `,"modifiedAt":`...)
+	// The hash of what a Get gives, which is what a sync run hashes.
+	hash := domain.ContentHash(back)
+	b = append(b, `,"dataHash":"`...)
+	b = append(b, hash...)
+	b = append(b, `","modifiedAt":`...)
 	b = at.AppendFormat(append(b, '"'), time.RFC3339Nano)
 	b = append(b, `","ttl":-1}`...)
-	return encodedPut{id: id, body: bytes.Clone(b), rec: Record{Key: key, Data: back, ModifiedAt: at}}, b
+	return encodedPut{id: id, body: bytes.Clone(b), rec: Record{Key: key, Data: back, Hash: hash, ModifiedAt: at}}, b
 }
 
 // jsonClone returns a deep copy of data holding what decoding its JSON
@@ -366,7 +371,7 @@ func (l *Local) Delete(ctx context.Context, tenantID, entity, key string) error 
 // bury turns doc into the tombstone of its record.
 func (l *Local) bury(doc *localDoc) {
 	doc.Deleted = true
-	doc.Data = nil
+	doc.Data, doc.DataHash = nil, ""
 	doc.ModifiedAt = l.now().UTC()
 	doc.TTL = max(int(l.retention/time.Second), 1)
 }

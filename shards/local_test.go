@@ -45,12 +45,16 @@ func TestLocal_TombstonesExpireAfterTheRetentionAndAreReclaimed(t *testing.T) {
 	}
 
 	clock.Advance(23 * time.Hour)
-	if recs := listAll(t, l, "t1", "contacts", 0); len(recs) != 2 {
+	recs := listAll(t, l, "t1", "contacts", 0)
+	if len(recs) != 2 {
 		t.Fatalf("within the retention the list holds %d records, want the live one and the tombstone", len(recs))
+	}
+	if gone, kept := recs[0], recs[1]; !gone.Deleted || gone.Hash != "" || kept.Hash != domain.ContentHash(kept.Data) {
+		t.Errorf("listed tombstone %+v and live record %+v: want no hash kept for the tombstone, the data's for the record", gone, kept)
 	}
 
 	clock.Advance(2 * time.Hour)
-	recs := listAll(t, l, "t1", "contacts", 0)
+	recs = listAll(t, l, "t1", "contacts", 0)
 	if len(recs) != 1 || recs[0].Key != "kept" {
 		t.Fatalf("after the retention the list holds %+v, want only the live record", recs)
 	}
@@ -133,7 +137,8 @@ func TestNewLocal_RefusesNilContainer(t *testing.T) {
 
 // A put returns the record a later Get (and a batch write) gives, whatever
 // Go values the caller's data holds: the sync hashes one and compares it
-// with the hash of the other on the next run.
+// with the hash of the other on the next run. The content hash of its data
+// is kept beside it, so a walk over the shard does not hash every record again.
 func TestLocal_PutReturnsWhatGetReads(t *testing.T) {
 	l := newLocal(t, openEmbedded(t))
 	ctx := t.Context()
@@ -160,9 +165,16 @@ func TestLocal_PutReturnsWhatGetReads(t *testing.T) {
 		if domain.ContentHash(put.Data) != domain.ContentHash(got.Data) {
 			t.Errorf("%s: the hashes of the put and the read record differ", name)
 		}
+		// The kept hash is the one a sync run would compute of what it reads.
+		if want := domain.ContentHash(got.Data); put.Hash != want || got.Hash != want {
+			t.Errorf("%s: kept hash %q on the put, %q on the read; want %q", name, put.Hash, got.Hash, want)
+		}
 		res, err := l.WriteBatch(ctx, "t1", "contacts", []shards.Write{{Key: key + "-b", Data: data}})
 		if err != nil || res[0].Err != nil {
 			t.Fatalf("%s: batch: %v %v", name, err, res[0].Err)
+		}
+		if res[0].Record.Hash != got.Hash {
+			t.Errorf("%s: batch kept hash %q, want %q", name, res[0].Record.Hash, got.Hash)
 		}
 		if !reflect.DeepEqual(res[0].Record.Data, put.Data) {
 			t.Errorf("%s: batch returned %#v, want %#v", name, res[0].Record.Data, got.Data)

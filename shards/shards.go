@@ -86,11 +86,15 @@ type Record struct {
 	Version    string         `json:"version"`
 	ModifiedAt time.Time      `json:"modifiedAt"`
 	Deleted    bool           `json:"deleted,omitempty"`
+	// Hash is domain.ContentHash(Data) when the store kept it beside the data
+	// (the local store does), so a sync run walking the shard need not hash
+	// every record again; "" when it did not. Never taken from the wire.
+	Hash string `json:"-"`
 }
 
 // Side returns the record as a sync side for domain.Classify.
 func (r Record) Side() *domain.SideRecord {
-	return &domain.SideRecord{Data: r.Data, ModifiedAt: r.ModifiedAt, Deleted: r.Deleted}
+	return &domain.SideRecord{Data: r.Data, Hash: r.Hash, ModifiedAt: r.ModifiedAt, Deleted: r.Deleted}
 }
 
 // Errors callers branch on with errors.Is.

@@ -62,6 +62,7 @@ func BenchmarkPull100k(b *testing.B) {
 	raw.report(b, "raw")
 	plain.report(b, "plain")
 	first.report(b, "pull")
+	again.report(b, "resync")
 	rate := func(c cost) float64 { return float64(benchRecords*b.N) / c.wall.Seconds() }
 	b.ReportMetric(rate(raw), "raw_records/s")
 	b.ReportMetric(rate(first), "pull_records/s")
@@ -69,16 +70,17 @@ func BenchmarkPull100k(b *testing.B) {
 	b.ReportMetric(100*rate(plain)/rate(raw), "plain_%_of_raw")
 	b.ReportMetric(100*rate(first)/rate(raw), "pull_%_of_raw")
 	b.ReportMetric(100*rate(again)/rate(raw), "resync_%_of_raw")
+	cpu := func(c cost) string { return fmt.Sprintf("CPU per record %.1f µs", c.perRecord(b)) }
 	recordBench(b,
-		bench.Row{Case: "raw paged read of the fake external API", Value: rate(raw), Unit: "records/s"},
+		bench.Row{Case: "raw paged read of the fake external API", Value: rate(raw), Unit: "records/s", Note: cpu(raw)},
 		bench.Row{Case: "plain-library pull: the raw read, each page kept durably (record and its hash per id, one bbolt commit a page, overlapping the next read)",
 			Value: rate(plain), Unit: "records/s", Baseline: "raw paged read", Ratio: rate(plain) / rate(raw),
-			Note: "net/http, encoding/json and bbolt only, nothing of ours: what any pull that stores what it reads can reach here"},
+			Note: "net/http, encoding/json and bbolt only, nothing of ours: what any pull that stores what it reads can reach here; " + cpu(plain)},
 		bench.Row{Case: "first pull of 100,000 records (every record new)", Value: rate(first), Unit: "records/s",
 			Baseline: "raw paged read", Ratio: rate(first) / rate(raw),
-			Note: fmt.Sprintf("goal: 0.80; %.2f of the plain-library pull", rate(first)/rate(plain))},
+			Note: fmt.Sprintf("goal: 0.80; %.2f of the plain-library pull; %s", rate(first)/rate(plain), cpu(first))},
 		bench.Row{Case: "re-read of 100,000 unchanged records", Value: rate(again), Unit: "records/s",
-			Baseline: "raw paged read", Ratio: rate(again) / rate(raw)})
+			Baseline: "raw paged read", Ratio: rate(again) / rate(raw), Note: cpu(again)})
 }
 
 // pageLatency is what a hosted API typically takes to answer one page of
@@ -159,10 +161,13 @@ func (c *cost) add(f func() time.Duration) {
 	c.cpu += bench.ProcessCPU() - before
 }
 
-// report adds the case's CPU per record to the benchmark's metrics.
-func (c cost) report(b *testing.B, name string) {
-	b.ReportMetric(float64(c.cpu.Nanoseconds())/1e3/float64(benchRecords*b.N), name+"_cpu_µs/rec")
+// perRecord is the case's CPU per record, in µs.
+func (c cost) perRecord(b *testing.B) float64 {
+	return float64(c.cpu.Nanoseconds()) / 1e3 / float64(benchRecords*b.N)
 }
+
+// report adds the case's CPU per record to the benchmark's metrics.
+func (c cost) report(b *testing.B, name string) { b.ReportMetric(c.perRecord(b), name+"_cpu_µs/rec") }
 
 // recordBench adds rows to the sync section of bench/results.json.
 func recordBench(b *testing.B, rows ...bench.Row) {
@@ -212,7 +217,7 @@ func rawPost(b *testing.B, srv *fakeapi.Server, n int) time.Duration {
 // write), beside plain concurrent POSTs of as many records to the same kind
 // of fake API.
 func BenchmarkPush100k(b *testing.B) {
-	var raw, plain, plainEach, push cost
+	var raw, plain, plainEach, push, rewalk cost
 	for i := range b.N {
 		b.StopTimer()
 		hs := newHarness(b, harnessConfig{
@@ -232,24 +237,35 @@ func BenchmarkPush100k(b *testing.B) {
 		push.add(func() time.Duration {
 			return timedRun(b, hs, fmt.Sprintf("run-%d", i), func(st domain.SyncStats) bool { return st.Added == benchRecords })
 		})
+		rewalk.add(func() time.Duration {
+			return timedRun(b, hs, fmt.Sprintf("again-%d", i), func(st domain.SyncStats) bool { return st.Added+st.Updated+st.Deleted == 0 })
+		})
 	}
 	raw.report(b, "raw")
 	plainEach.report(b, "plain_each")
 	push.report(b, "push")
+	rewalk.report(b, "rewalk")
 	rate := func(c cost) float64 { return float64(benchRecords*b.N) / c.wall.Seconds() }
+	b.ReportMetric(rate(rewalk), "rewalk_records/s")
 	b.ReportMetric(rate(raw), "raw_post_records/s")
 	b.ReportMetric(rate(push), "push_records/s")
 	b.ReportMetric(100*rate(plain)/rate(raw), "plain_push_%_of_raw")
 	b.ReportMetric(100*rate(plainEach)/rate(raw), "plain_push_each_%_of_raw")
 	b.ReportMetric(100*rate(push)/rate(raw), "push_%_of_raw")
+	cpu := func(c cost) string { return fmt.Sprintf("CPU per record %.0f µs", c.perRecord(b)) }
 	recordBench(b,
-		bench.Row{Case: "raw POSTs creating records in the fake API (16 at a time)", Value: rate(raw), Unit: "records/s"},
+		bench.Row{Case: "raw POSTs creating records in the fake API (16 at a time)", Value: rate(raw), Unit: "records/s", Note: cpu(raw)},
 		bench.Row{Case: "plain-library push: records read from bbolt a page at a time, POSTed 16 at a time, each page's hashes kept in one bbolt commit overlapping the next page's POSTs",
 			Value: rate(plain), Unit: "records/s", Baseline: "raw POSTs", Ratio: rate(plain) / rate(raw),
-			Note: "net/http and bbolt only, nothing of ours: what any push that records what it sent can reach here"},
+			Note: "net/http and bbolt only, nothing of ours; a kill loses up to two pages of hashes, so a resumed push would POST those records again"},
+		bench.Row{Case: "kill-safe plain-library push: as above, each hash kept as its POST returns (group commit, a short batch waiting up to 1 ms)",
+			Value: rate(plainEach), Unit: "records/s", Baseline: "raw POSTs", Ratio: rate(plainEach) / rate(raw),
+			Note: "net/http and bbolt only, nothing of ours: what any push that writes no record twice after a kill can reach here; " + cpu(plainEach)},
 		bench.Row{Case: "push of 100,000 new Castiel records", Value: rate(push), Unit: "records/s",
 			Baseline: "raw POSTs", Ratio: rate(push) / rate(raw),
-			Note: fmt.Sprintf("goal: 0.80; %.2f of the plain-library push", rate(push)/rate(plain))})
+			Note: fmt.Sprintf("goal: 0.80; %.2f of the kill-safe plain-library push; %s", rate(push)/rate(plainEach), cpu(push))},
+		bench.Row{Case: "walk of the same 100,000 Castiel records, unchanged (nothing to push)", Value: rate(rewalk), Unit: "records/s",
+			Note: "what every later run of a push or bidirectional task pays; " + cpu(rewalk)})
 }
 
 // seedShard puts n Castiel records, concurrently.

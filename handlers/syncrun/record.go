@@ -386,7 +386,9 @@ func internalSide(key string, rec shards.Record, err error) (*domain.SideRecord,
 		return nil, fmt.Errorf("read %s from the shard: %w", key, err)
 	}
 	side := rec.Side()
-	side.Hash = domain.ContentHash(side.Data)
+	if side.Hash == "" {
+		side.Hash = domain.ContentHash(side.Data)
+	}
 	return side, nil
 }
 
