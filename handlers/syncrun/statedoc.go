@@ -46,7 +46,7 @@ func decodeStateDoc(body []byte, d *stateDoc) error {
 	return nil
 }
 
-// decodeStateHead reads what telling an unchanged external record needs.
+// decodeStateHead reads what telling an unchanged record needs.
 func decodeStateHead(body []byte) (stateHead, error) {
 	var h stateHead
 	var err error
@@ -54,6 +54,8 @@ func decodeStateHead(body []byte) (stateHead, error) {
 		switch string(key) {
 		case "externalHash":
 			h.ExternalHash, err = docfields.String(value)
+		case "internalHash":
+			h.InternalHash, err = docfields.String(value)
 		case "conflict":
 			h.Conflict = value
 		}

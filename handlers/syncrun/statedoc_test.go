@@ -33,6 +33,7 @@ func TestDecodeStateDoc_ReadsWhatEncodingJSONReads(t *testing.T) {
 		[]byte(` { "kind" : "seen" , "executionId":"run-1", "keys":["a","b"], "recordKey": null } `),
 		[]byte(`{"recordKey":"x","conflict":null,"deleted":false,"externalHash":"h"}`),
 		[]byte(`{"record\u004bey":"escaped name","externalHash":"h"}`),
+		[]byte(`{"internalHash":"h\u0031","externalHash":"h","conflict":null}`),
 		[]byte(`{"recordKey":"caf\u00e9","externalHash":"h","conflict":{"conflictId":"c","externalHash":"e2"}}`),
 		[]byte(`{}`),
 	)
@@ -51,7 +52,7 @@ func TestDecodeStateDoc_ReadsWhatEncodingJSONReads(t *testing.T) {
 		var wantHead stateHead
 		_ = json.Unmarshal(b, &wantHead)
 		head, err := decodeStateHead(b)
-		if err != nil || head.ExternalHash != wantHead.ExternalHash || docfields.IsNull(head.Conflict) != docfields.IsNull(wantHead.Conflict) {
+		if err != nil || head.ExternalHash != wantHead.ExternalHash || head.InternalHash != wantHead.InternalHash || docfields.IsNull(head.Conflict) != docfields.IsNull(wantHead.Conflict) {
 			t.Errorf("%s: head %+v (%v), want %+v", b, head, err, wantHead)
 		}
 	}
