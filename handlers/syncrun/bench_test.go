@@ -151,14 +151,18 @@ func timedRun(b *testing.B, hs *harness, id string, want func(domain.SyncStats) 
 
 // cost is what a measured case took over the bench's iterations: wall time,
 // and this process's CPU time (the fake API's included, as it serves in-process).
-type cost struct{ wall, cpu time.Duration }
+type cost struct {
+	wall, cpu time.Duration
+	alloc     uint64 // heap bytes allocated
+}
 
 // add runs f, which returns its own wall time, and adds that and the CPU the
 // process used meanwhile.
 func (c *cost) add(f func() time.Duration) {
-	before := bench.ProcessCPU()
+	before, allocBefore := bench.ProcessCPU(), bench.HeapAllocated()
 	c.wall += f()
 	c.cpu += bench.ProcessCPU() - before
+	c.alloc += bench.HeapAllocated() - allocBefore
 }
 
 // perRecord is the case's CPU per record, in µs.
@@ -166,8 +170,12 @@ func (c cost) perRecord(b *testing.B) float64 {
 	return float64(c.cpu.Nanoseconds()) / 1e3 / float64(benchRecords*b.N)
 }
 
-// report adds the case's CPU per record to the benchmark's metrics.
-func (c cost) report(b *testing.B, name string) { b.ReportMetric(c.perRecord(b), name+"_cpu_µs/rec") }
+// report adds the case's CPU and heap allocated per record to the
+// benchmark's metrics.
+func (c cost) report(b *testing.B, name string) {
+	b.ReportMetric(c.perRecord(b), name+"_cpu_µs/rec")
+	b.ReportMetric(float64(c.alloc)/1024/float64(benchRecords*b.N), name+"_alloc_KiB/rec")
+}
 
 // recordBench adds rows to the sync section of bench/results.json.
 func recordBench(b *testing.B, rows ...bench.Row) {
