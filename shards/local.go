@@ -146,14 +146,7 @@ func (l *Local) GetMany(ctx context.Context, tenantID, entity string, keys []str
 		}
 		return recs, errs
 	}
-	ids := make([]string, 0, len(keys))
-	at := make([]int, 0, len(keys)) // the key of each id
-	localID := localIDs(tenantID, entity)
-	for i, key := range keys {
-		if errs[i] = checkRef(tenantID, entity, key); errs[i] == nil {
-			ids, at = append(ids, localID(key)), append(at, i)
-		}
-	}
+	ids, at := localRefs(tenantID, entity, keys, errs)
 	items, err := mr.ReadMany(ctx, LocalPartition(tenantID, entity), ids)
 	for n, i := range at {
 		key := keys[i]
@@ -175,20 +168,26 @@ func (l *Local) GetMany(ctx context.Context, tenantID, entity string, keys []str
 	return recs, errs
 }
 
-// AreCurrent reports for each key whether versions[i] (a Record.Version) is
-// still its stored version, live or tombstone, without decoding it: a sync
-// run checks records it listed are unchanged before it pushes them. One
-// store read where the container can read many documents at once.
-func (l *Local) AreCurrent(ctx context.Context, tenantID, entity string, keys, versions []string) ([]bool, []error) {
-	current, errs := make([]bool, len(keys)), make([]error, len(keys))
-	ids := make([]string, 0, len(keys))
-	at := make([]int, 0, len(keys)) // the key of each id
+// localRefs returns the document ids of the valid keys, and the index in keys
+// of each; errs[i] gets the refusal of an invalid keys[i].
+func localRefs(tenantID, entity string, keys []string, errs []error) (ids []string, at []int) {
+	ids, at = make([]string, 0, len(keys)), make([]int, 0, len(keys))
 	localID := localIDs(tenantID, entity)
 	for i, key := range keys {
 		if errs[i] = checkRef(tenantID, entity, key); errs[i] == nil {
 			ids, at = append(ids, localID(key)), append(at, i)
 		}
 	}
+	return ids, at
+}
+
+// AreCurrent reports for each key whether versions[i] (a Record.Version) is
+// still its stored version, live or tombstone, without decoding it: a sync
+// run checks records it listed are unchanged before it pushes them. One
+// store read where the container can read many documents at once.
+func (l *Local) AreCurrent(ctx context.Context, tenantID, entity string, keys, versions []string) ([]bool, []error) {
+	current, errs := make([]bool, len(keys)), make([]error, len(keys))
+	ids, at := localRefs(tenantID, entity, keys, errs)
 	etags := make([]string, len(ids)) // "": not stored
 	if mr, ok := store.ManyReaderOf(l.c); ok {
 		items, err := mr.ReadMany(ctx, LocalPartition(tenantID, entity), ids)

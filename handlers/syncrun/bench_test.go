@@ -52,18 +52,14 @@ func BenchmarkPull100k(b *testing.B) {
 
 		raw.add(func() time.Duration { return rawPagedRead(b, hs.srv) })
 		plain.add(func() time.Duration { return plainPull(b, hs.srv) })
-		first.add(func() time.Duration {
-			return timedRun(b, hs, fmt.Sprintf("run-%d", i), func(st domain.SyncStats) bool { return st.Added == benchRecords })
-		})
-		again.add(func() time.Duration {
-			return timedRun(b, hs, fmt.Sprintf("again-%d", i), func(st domain.SyncStats) bool { return st.Unchanged == benchRecords })
-		})
+		first.addRun(b, hs, fmt.Sprintf("run-%d", i), func(st domain.SyncStats) bool { return st.Added == benchRecords })
+		again.addRun(b, hs, fmt.Sprintf("again-%d", i), func(st domain.SyncStats) bool { return st.Unchanged == benchRecords })
 	}
 	raw.report(b, "raw")
 	plain.report(b, "plain")
 	first.report(b, "pull")
 	again.report(b, "resync")
-	rate := func(c cost) float64 { return float64(benchRecords*b.N) / c.wall.Seconds() }
+	rate := func(c cost) float64 { return c.rate(b) }
 	b.ReportMetric(rate(raw), "raw_records/s")
 	b.ReportMetric(rate(first), "pull_records/s")
 	b.ReportMetric(rate(again), "resync_records/s")
@@ -165,6 +161,14 @@ func (c *cost) add(f func() time.Duration) {
 	c.alloc += bench.HeapAllocated() - allocBefore
 }
 
+// rate is the case's records per second.
+func (c cost) rate(b *testing.B) float64 { return float64(benchRecords*b.N) / c.wall.Seconds() }
+
+// addRun adds the bench task's run id (timedRun) to c.
+func (c *cost) addRun(b *testing.B, hs *harness, id string, want func(domain.SyncStats) bool) {
+	c.add(func() time.Duration { return timedRun(b, hs, id, want) })
+}
+
 // perRecord is the case's CPU per record, in µs.
 func (c cost) perRecord(b *testing.B) float64 {
 	return float64(c.cpu.Nanoseconds()) / 1e3 / float64(benchRecords*b.N)
@@ -242,18 +246,14 @@ func BenchmarkPush100k(b *testing.B) {
 		raw.add(func() time.Duration { return rawPost(b, rawSrv, benchRecords) })
 		plain.add(func() time.Duration { return plainPush(b, plainSrv, benchRecords, keepPerPage) })
 		plainEach.add(func() time.Duration { return plainPush(b, plainEachSrv, benchRecords, keepPerPost) })
-		push.add(func() time.Duration {
-			return timedRun(b, hs, fmt.Sprintf("run-%d", i), func(st domain.SyncStats) bool { return st.Added == benchRecords })
-		})
-		rewalk.add(func() time.Duration {
-			return timedRun(b, hs, fmt.Sprintf("again-%d", i), func(st domain.SyncStats) bool { return st.Added+st.Updated+st.Deleted == 0 })
-		})
+		push.addRun(b, hs, fmt.Sprintf("run-%d", i), func(st domain.SyncStats) bool { return st.Added == benchRecords })
+		rewalk.addRun(b, hs, fmt.Sprintf("again-%d", i), func(st domain.SyncStats) bool { return st.Added+st.Updated+st.Deleted == 0 })
 	}
 	raw.report(b, "raw")
 	plainEach.report(b, "plain_each")
 	push.report(b, "push")
 	rewalk.report(b, "rewalk")
-	rate := func(c cost) float64 { return float64(benchRecords*b.N) / c.wall.Seconds() }
+	rate := func(c cost) float64 { return c.rate(b) }
 	b.ReportMetric(rate(rewalk), "rewalk_records/s")
 	b.ReportMetric(rate(raw), "raw_post_records/s")
 	b.ReportMetric(rate(push), "push_records/s")
