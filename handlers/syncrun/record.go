@@ -458,7 +458,10 @@ func (r *run) apply(ctx context.Context, p *plan, ext, in *domain.SideRecord) (w
 		if newKey != "" {
 			return false, r.rekey(ctx, st, p.etag, key, newKey, after, side, now)
 		}
-		st.Agree(after, side, now)
+		// side is this run's own reading of the record (the walk's, a
+		// re-read, or a pending conflict's version), written nowhere else:
+		// the state keeps it as its snapshot without a copy.
+		st.AgreeTaking(after, side, now)
 
 	case domain.ActionPushDelete:
 		err := r.writing(ctx, func() error { return r.client.Delete(ctx, r.entity.Name, key) })
@@ -627,17 +630,20 @@ func (r *run) pushWrite(ctx context.Context, key string, action domain.SyncActio
 	if resp == nil {
 		resp = body // the API acknowledged without the record: it holds what we sent
 	}
-	mapped, err := domain.ApplyMapping(r.task.Mapping, resp, domain.MapToInternal)
-	if err != nil {
-		mapped = side.Data
-	}
-	after := &domain.SideRecord{Data: mapped, Hash: domain.ContentHash(mapped), ModifiedAt: r.entity.ModifiedAt(resp)}
+	newKey := ""
 	if action == domain.ActionPushAdd {
 		if id, err := r.client.RecordID(r.entity.Name, resp); err == nil && id != key {
-			return after, id, nil
+			newKey = id
 		}
 	}
-	return after, "", nil
+	// resp is ours alone (decoded from the answer, or the body sent), so it
+	// is mapped in place; read what else it tells first.
+	at := r.entity.ModifiedAt(resp)
+	after, err := domain.ExternalSideRecordTaking(r.entity, r.task.Mapping, resp, false)
+	if err != nil {
+		after = &domain.SideRecord{Data: side.Data, Hash: side.ContentHash(), ModifiedAt: at}
+	}
+	return after, newKey, nil
 }
 
 // rekey handles an API that gave a created record an id of its own: the
