@@ -91,6 +91,9 @@ type Options struct {
 	// only as client_id/client_secret form fields, answering invalid_client
 	// to HTTP basic auth (as some providers do).
 	ClientAuthInBody bool
+	// AssignIDs makes creates give records ids of the server's own, whatever
+	// id the request sent (as many APIs do).
+	AssignIDs bool
 }
 
 // Record is one record of an entity.
@@ -919,7 +922,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, entity string) {
 	defer s.mu.Unlock()
 	tb := s.tables[entity]
 	rec := &Record{}
-	if b.ID != nil && *b.ID != "" {
+	if b.ID != nil && *b.ID != "" && !s.opts.AssignIDs {
 		if _, taken := tb.recs[*b.ID]; taken {
 			writeJSON(w, http.StatusConflict, map[string]string{"error": "conflict", "message": "a record with this id exists"})
 			return

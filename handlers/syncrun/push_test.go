@@ -77,6 +77,37 @@ func TestRun_PushSendsCastielChangesToTheAPI(t *testing.T) {
 	}
 }
 
+// An API that gives a created record an id of its own: the Castiel record
+// moves to that id, so later runs pair the two sides instead of creating the
+// record again; it is created once.
+func TestRun_PushToAnAPIThatAssignsItsOwnIDsMovesTheCastielRecord(t *testing.T) {
+	hs := newHarness(t, harnessConfig{fake: fakeapi.Options{Mode: fakeapi.Mode{PageSize: 10}, AssignIDs: true}})
+	hs.task("st-ids", domain.DirectionBidirectional, domain.ModeIncremental)
+	hs.putInternal("local-1", internalRecord("Local One", "one@example.com"))
+
+	mustStatus(t, hs.run("run-1", "st-ids"), domain.ExecCompleted)
+	recs := hs.srv.Records(entity)
+	if len(recs) != 1 || recs[0].ID == "local-1" || recs[0].Name != "Local One" {
+		t.Fatalf("the API holds %+v, want the record created once under an id of its own", recs)
+	}
+	apiID := recs[0].ID
+	if _, ok := hs.shardRecord("local-1"); ok {
+		t.Error("the Castiel record is still under its old key")
+	}
+	if in, ok := hs.shardRecord(apiID); !ok || in["fullName"] != "Local One" {
+		t.Errorf("Castiel holds %v under the API's id %s, want the record moved there", in, apiID)
+	}
+
+	e := hs.run("run-2", "st-ids")
+	mustStatus(t, e, domain.ExecCompleted)
+	if s := stats(e); s.Added+s.Updated+s.Deleted+s.Conflicts != 0 {
+		t.Errorf("the next run changed something: %+v, want the two sides paired", s)
+	}
+	if n := len(hs.srv.Records(entity)); n != 1 || hs.srv.Writes(entity, apiID) != 1 {
+		t.Errorf("the API holds %d records, %s written %d times; want one, written once", n, apiID, hs.srv.Writes(entity, apiID))
+	}
+}
+
 func TestRun_PushThatTheAPIRefusesIsRecordedAndSkipped(t *testing.T) {
 	hs := newHarness(t, harnessConfig{})
 	hs.task("st-push", domain.DirectionPush, domain.ModeIncremental)
