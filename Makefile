@@ -16,6 +16,7 @@ FUZZ_TARGETS := \
 	./connector:FuzzNextLink \
 	./store/embedded:FuzzDecodeToken \
 	./store/embedded:FuzzValidJSON \
+	./store/embedded:FuzzValidObject \
 	./store/embedded:FuzzPrepareCommonBodyAgreesWithTheGeneralPath \
 	./store/cosmos:FuzzDecodeToken
 

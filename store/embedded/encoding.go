@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/castiel/integration-manager/store"
-	"github.com/castiel/integration-manager/store/docfields"
 )
 
 // Keys: uvarint(len(partitionKey)) | partitionKey | id.
@@ -228,12 +227,9 @@ func (c *container) prepareAnyBody(pk, id string, body []byte) ([]byte, int64, e
 // properties in place instead of decoding every one into a map. ok false
 // leaves the body to the general path, which also words the refusals.
 func (c *container) prepareCommonBody(pk, id string, body []byte) (stored []byte, ttl int64, ok bool) {
-	if !validJSON(body) {
-		return nil, 0, false
-	}
 	var idRaw, pkRaw, ttlRaw []byte
 	n := 0
-	ok = docfields.TopLevel(body, func(key, value []byte) bool {
+	ok = validObject(body, func(key, value []byte) bool {
 		n++
 		switch {
 		case string(key) == "id":
@@ -242,7 +238,7 @@ func (c *container) prepareCommonBody(pk, id string, body []byte) (stored []byte
 			pkRaw = value
 		case string(key) == "ttl":
 			ttlRaw = value
-		case len(key) > 0 && key[0] == '_' && isSystemProperty(string(key)), bytes.IndexByte(key, '\\') >= 0:
+		case len(key) > 0 && key[0] == '_' && isSystemProperty(string(key)):
 			return false
 		}
 		return true

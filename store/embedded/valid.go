@@ -1,5 +1,7 @@
 package embedded
 
+import "bytes"
+
 // validJSON reports whether b is one valid JSON value, accepting exactly what
 // encoding/json.Valid accepts (string contents are not checked for UTF-8,
 // nesting is limited to 10000 levels). Every write checks its body, so this
@@ -14,12 +16,29 @@ func validJSON(b []byte) bool {
 	return v.i == len(v.b)
 }
 
+// validObject is validJSON for a body that must be an object, calling fn with
+// the name and raw value of each of its top-level members in the same pass
+// (docfields.TopLevel's view of them). It reports false if b is not valid
+// JSON, is not an object, has a member name with an escape in it, or fn
+// returned false.
+func validObject(b []byte, fn func(name, value []byte) bool) bool {
+	v := validator{b: b, members: fn}
+	v.space()
+	if v.i >= len(b) || b[v.i] != '{' || !v.object(1) {
+		return false
+	}
+	v.space()
+	return v.i == len(v.b)
+}
+
 // maxNesting is encoding/json's limit on nested arrays and objects.
 const maxNesting = 10000
 
 type validator struct {
 	b []byte
 	i int
+	// members, when set, is called with each member of the top-level object.
+	members func(name, value []byte) bool
 }
 
 func (v *validator) space() {
@@ -74,8 +93,14 @@ func (v *validator) object(depth int) bool {
 		v.i++
 		return true
 	}
+	top := depth == 1 && v.members != nil
 	for {
+		nameAt := v.i
 		if v.i >= len(v.b) || v.b[v.i] != '"' || !v.str() {
+			return false
+		}
+		name := v.b[nameAt+1 : v.i-1]
+		if top && bytes.IndexByte(name, '\\') >= 0 {
 			return false
 		}
 		v.space()
@@ -84,7 +109,11 @@ func (v *validator) object(depth int) bool {
 		}
 		v.i++
 		v.space()
+		valueAt := v.i
 		if !v.value(depth) {
+			return false
+		}
+		if top && !v.members(name, v.b[valueAt:v.i]) {
 			return false
 		}
 		v.space()
