@@ -219,7 +219,7 @@ func (l *Local) Put(ctx context.Context, tenantID, entity, key string, data map[
 	if err := checkRef(tenantID, entity, key); err != nil {
 		return Record{}, err
 	}
-	put, _ := l.encodePut(nil, LocalID(tenantID, entity, key), tenantID, entity, key, data)
+	put, _ := l.encodePut(nil, LocalID(tenantID, entity, key), tenantID, entity, key, data, "")
 	if put.err != nil {
 		return Record{}, put.err
 	}
@@ -237,7 +237,7 @@ func (l *Local) Put(ctx context.Context, tenantID, entity, key string, data map[
 // data. The body is assembled in scratch around the data, encoded once (the
 // fields of localDoc, in order), and copied out at its size; scratch, grown,
 // is returned for the next put: a pull puts every record.
-func (l *Local) encodePut(scratch []byte, id, tenantID, entity, key string, data map[string]any) (encodedPut, []byte) {
+func (l *Local) encodePut(scratch []byte, id, tenantID, entity, key string, data map[string]any, hash string) (encodedPut, []byte) {
 	at := l.now().UTC()
 	b := append(scratch[:0], `{"id":`...)
 	b = domain.AppendJSONString(b, id)
@@ -259,9 +259,12 @@ func (l *Local) encodePut(scratch []byte, id, tenantID, entity, key string, data
 	if len(raw) > MaxRecordBytes {
 		return encodedPut{err: fmt.Errorf("%w: record %s of %d bytes exceeds %d", ErrInvalid, key, len(raw), MaxRecordBytes)}, b
 	}
-	back, ok := jsonClone(data)
+	back, same, ok := jsonClone(data)
+	if !same {
+		hash = "" // the caller's hash is of other values than the stored ones
+	}
 	if !ok {
-		back = map[string]any{}
+		back, hash = map[string]any{}, ""
 		if len(data) > 0 {
 			if err := json.Unmarshal(raw, &back); err != nil {
 				return encodedPut{err: fmt.Errorf("shards: re-read record %s: %w", key, err)}, b
@@ -272,7 +275,9 @@ func (l *Local) encodePut(scratch []byte, id, tenantID, entity, key string, data
 		b = b[:start-len(`,"data":`)] // stored without data, as the field's omitempty says
 	}
 	// The hash of what a Get gives, which is what a sync run hashes.
-	hash := domain.ContentHash(back)
+	if hash == "" {
+		hash = domain.ContentHash(back)
+	}
 	b = append(b, `,"dataHash":"`...)
 	b = append(b, hash...)
 	b = append(b, `","modifiedAt":`...)
@@ -284,22 +289,24 @@ func (l *Local) encodePut(scratch []byte, id, tenantID, entity, key string, data
 // jsonClone returns a deep copy of data holding what decoding its JSON
 // encoding gives (float64 numbers, valid UTF-8), without the round trip;
 // ok is false for anything it cannot vouch for, which the caller then
-// decodes.
-func jsonClone(data map[string]any) (map[string]any, bool) {
+// decodes. same reports that the copy holds data's values unchanged (no
+// number given as json.Number had to become a float64), so it hashes alike.
+func jsonClone(data map[string]any) (clone map[string]any, same, ok bool) {
 	if len(data) == 0 {
-		return map[string]any{}, true // stored without data: read back as an empty object
+		return map[string]any{}, true, true // stored without data: read back as an empty object
 	}
-	v, ok := jsonCloneValue(data, 0)
+	converted := false
+	v, ok := jsonCloneValue(data, 0, &converted)
 	if !ok {
-		return nil, false
+		return nil, false, false
 	}
-	return v.(map[string]any), true
+	return v.(map[string]any), !converted, true
 }
 
 // maxCloneDepth leaves deep records to the decoder (and its own limits).
 const maxCloneDepth = 32
 
-func jsonCloneValue(v any, depth int) (any, bool) {
+func jsonCloneValue(v any, depth int, converted *bool) (any, bool) {
 	if depth > maxCloneDepth {
 		return nil, false
 	}
@@ -311,6 +318,7 @@ func jsonCloneValue(v any, depth int) (any, bool) {
 	case float64:
 		return x, !math.IsInf(x, 0) && !math.IsNaN(x)
 	case json.Number:
+		*converted = true
 		f, err := strconv.ParseFloat(string(x), 64)
 		return f, err == nil && domain.IsJSONNumber(string(x))
 	case map[string]any:
@@ -322,7 +330,7 @@ func jsonCloneValue(v any, depth int) (any, bool) {
 			if !utf8.ValidString(k) {
 				return nil, false
 			}
-			c, ok := jsonCloneValue(e, depth+1)
+			c, ok := jsonCloneValue(e, depth+1, converted)
 			if !ok {
 				return nil, false
 			}
@@ -335,7 +343,7 @@ func jsonCloneValue(v any, depth int) (any, bool) {
 		}
 		out := make([]any, len(x))
 		for i, e := range x {
-			c, ok := jsonCloneValue(e, depth+1)
+			c, ok := jsonCloneValue(e, depth+1, converted)
 			if !ok {
 				return nil, false
 			}
@@ -486,7 +494,7 @@ func (l *Local) encodePuts(tenantID, entity string, writes []Write) []encodedPut
 		var scratch []byte // one a goroutine
 		for i := lo; i < hi; i++ {
 			if w := writes[i]; !w.Delete {
-				puts[i], scratch = l.encodePut(scratch, localID(w.Key), tenantID, entity, w.Key, w.Data)
+				puts[i], scratch = l.encodePut(scratch, localID(w.Key), tenantID, entity, w.Key, w.Data, w.Hash)
 			}
 		}
 	}

@@ -169,7 +169,9 @@ func TestLocal_PutReturnsWhatGetReads(t *testing.T) {
 		if want := domain.ContentHash(got.Data); put.Hash != want || got.Hash != want {
 			t.Errorf("%s: kept hash %q on the put, %q on the read; want %q", name, put.Hash, got.Hash, want)
 		}
-		res, err := l.WriteBatch(ctx, "t1", "contacts", []shards.Write{{Key: key + "-b", Data: data}})
+		// The writer's own hash of its data is kept only where it is the
+		// hash of what is stored (not for json.Numbers made float64s).
+		res, err := l.WriteBatch(ctx, "t1", "contacts", []shards.Write{{Key: key + "-b", Data: data, Hash: domain.ContentHash(data)}})
 		if err != nil || res[0].Err != nil {
 			t.Fatalf("%s: batch: %v %v", name, err, res[0].Err)
 		}

@@ -54,6 +54,10 @@ type Write struct {
 	Key    string
 	Data   map[string]any
 	Delete bool
+	// Hash is domain.ContentHash(Data) when the caller has it (a sync run
+	// hashed the record it pulls), so a store that keeps hashes need not
+	// hash it again; "": the store hashes what it keeps.
+	Hash string
 }
 
 // WriteResult is the outcome of one Write. Record is set for a put that

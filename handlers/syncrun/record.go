@@ -441,7 +441,7 @@ func (r *run) apply(ctx context.Context, p *plan, ext, in *domain.SideRecord) (w
 		if err != nil {
 			return false, err
 		}
-		p.shard, p.side = &shards.Write{Key: key, Data: side.Data}, side
+		p.shard, p.side = &shards.Write{Key: key, Data: side.Data, Hash: side.Hash}, side
 
 	case domain.ActionPullDelete:
 		p.shard = &shards.Write{Key: key, Delete: true}
