@@ -17,6 +17,7 @@ import (
 
 	"github.com/castiel/integration-manager/domain"
 	"github.com/castiel/integration-manager/store"
+	"github.com/castiel/integration-manager/store/docfields"
 )
 
 // DefaultTombstoneRetention is how long Local keeps a deleted record visible
@@ -514,6 +515,45 @@ func (l *Local) encodePuts(tenantID, entity string, writes []Write) []encodedPut
 
 // List returns one page of records and tombstones within the retention.
 func (l *Local) List(ctx context.Context, tenantID, entity, pageToken string, limit int) ([]Record, string, error) {
+	listed, next, err := l.ListListed(ctx, tenantID, entity, pageToken, limit)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]Record, len(listed))
+	for i := range listed {
+		if err := listed[i].Decode(); err != nil {
+			return nil, "", fmt.Errorf("shards: list %s: %w", entity, err)
+		}
+		out[i] = listed[i].Record
+	}
+	return out, next, nil
+}
+
+// Listed is a record as a walk over the shard lists it: its data is decoded
+// only when asked for (Decode). A walk mostly finds records unchanged, which
+// their kept hash tells without the data.
+type Listed struct {
+	Record        // Data is nil until Decode
+	data   []byte // the stored data object, undecoded
+}
+
+// Decode fills Data from the stored record.
+func (r *Listed) Decode() error {
+	if r.data == nil {
+		return nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(r.data, &m); err != nil {
+		return fmt.Errorf("decode the data of %s: %w", r.Key, err)
+	}
+	r.Data, r.data = m, nil
+	return nil
+}
+
+// ListListed is List with each record's data left undecoded until Decode
+// (a document written before hashes were kept is decoded at once, so its
+// Hash is "" and its Data set).
+func (l *Local) ListListed(ctx context.Context, tenantID, entity, pageToken string, limit int) ([]Listed, string, error) {
 	if err := checkTenantEntity(tenantID, entity); err != nil {
 		return nil, "", err
 	}
@@ -523,21 +563,60 @@ func (l *Local) List(ctx context.Context, tenantID, entity, pageToken string, li
 		return nil, "", storeErr("list", entity, err)
 	}
 	cutoff := l.now().Add(-l.retention)
-	out := make([]Record, 0, len(page.Items))
+	out := make([]Listed, 0, len(page.Items))
 	for _, it := range page.Items {
-		var doc localDoc
-		if err := json.Unmarshal(it.Body, &doc); err != nil {
+		r, err := listedFrom(it.Body, it.ETag)
+		if err != nil {
 			return nil, "", fmt.Errorf("shards: list %s: decode %s: %w", entity, it.ID, err)
 		}
-		if doc.Deleted && doc.ModifiedAt.Before(cutoff) {
+		if r.Deleted && r.ModifiedAt.Before(cutoff) {
 			// Expired tombstone: reclaim it. If-Match, so a record put back
 			// meanwhile survives; a failure only leaves it for the next pass.
 			_ = l.c.Delete(ctx, pk, it.ID, it.ETag)
 			continue
 		}
-		out = append(out, doc.record(it.ETag))
+		out = append(out, r)
 	}
 	return out, page.Continuation, nil
+}
+
+// listedFrom reads a stored document's record, its data left undecoded: the
+// top-level fields are read in place. A document that has data but no kept
+// hash, or that the scan cannot read, is decoded in full.
+func listedFrom(body []byte, etag string) (Listed, error) {
+	r := Listed{Record: Record{Version: etag}}
+	var err error
+	ok := docfields.TopLevel(body, func(name, value []byte) bool {
+		switch string(name) {
+		case "recordKey":
+			r.Key, err = docfields.String(value)
+		case "dataHash":
+			r.Hash, err = docfields.String(value)
+		case "modifiedAt":
+			err = r.ModifiedAt.UnmarshalJSON(value)
+		case "deleted":
+			switch string(value) {
+			case "true":
+				r.Deleted = true
+			case "false", "null":
+			default:
+				err = errors.New("deleted is not a boolean")
+			}
+		case "data":
+			if !docfields.IsNull(value) {
+				r.data = value
+			}
+		}
+		return err == nil
+	})
+	if ok && err == nil && (r.Hash != "" || r.data == nil) {
+		return r, nil
+	}
+	var doc localDoc
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return Listed{}, err
+	}
+	return Listed{Record: doc.record(etag)}, nil
 }
 
 // owns guards against a hash collision handing back another record.

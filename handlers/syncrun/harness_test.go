@@ -66,6 +66,15 @@ func (c *countingShards) List(ctx context.Context, tenantID, entity, pageToken s
 	return recs, next, err
 }
 
+// ListListed is the walk's List (undecoded data): afterList follows it too.
+func (c *countingShards) ListListed(ctx context.Context, tenantID, entity, pageToken string, limit int) ([]shards.Listed, string, error) {
+	recs, next, err := c.Local.ListListed(ctx, tenantID, entity, pageToken, limit)
+	if f := c.afterList.Load(); f != nil && err == nil {
+		(*f)()
+	}
+	return recs, next, err
+}
+
 func (c *countingShards) Put(ctx context.Context, tenantID, entity, key string, data map[string]any) (shards.Record, error) {
 	rec, err := c.Local.Put(ctx, tenantID, entity, key, data)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"github.com/castiel/integration-manager/connector/fakeapi"
 	"github.com/castiel/integration-manager/domain"
 	"github.com/castiel/integration-manager/handlers/syncrun"
+	"github.com/castiel/integration-manager/shards"
+	"github.com/castiel/integration-manager/store"
 )
 
 func internalRecord(name, email string) map[string]any {
@@ -105,6 +107,36 @@ func TestRun_PushToAnAPIThatAssignsItsOwnIDsMovesTheCastielRecord(t *testing.T) 
 	}
 	if n := len(hs.srv.Records(entity)); n != 1 || hs.srv.Writes(entity, apiID) != 1 {
 		t.Errorf("the API holds %d records, %s written %d times; want one, written once", n, apiID, hs.srv.Writes(entity, apiID))
+	}
+}
+
+// A Castiel record the shard store cannot read back (its data is not an
+// object) fails alone: it is recorded, and the walk pushes the others.
+func TestRun_AnUnreadableCastielRecordIsRecordedAndTheWalkGoesOn(t *testing.T) {
+	hs := newHarness(t, harnessConfig{})
+	hs.task("st-push", domain.DirectionPush, domain.ModeIncremental)
+	hs.putInternal("good", internalRecord("Good", "good@example.com"))
+	c, err := hs.db.Container(store.LocalShardsContainer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, id := shards.LocalPartition(tenant, entity), shards.LocalID(tenant, entity, "broken")
+	body := fmt.Sprintf(`{"id":%q,"partition":%q,"tenantId":%q,"entity":%q,"recordKey":"broken","data":5,"dataHash":"x","modifiedAt":"2026-01-02T03:04:05Z","ttl":-1}`,
+		id, pk, tenant, entity)
+	if _, err := c.Create(context.Background(), pk, id, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+
+	e := hs.run("run-1", "st-push")
+	mustStatus(t, e, domain.ExecCompletedWithErrors)
+	if s := stats(e); s.Added != 1 || s.Failed != 1 {
+		t.Errorf("stats %+v, want the good record added and the broken one failed", s)
+	}
+	if len(e.Sync.Errors) != 1 || e.Sync.Errors[0].RecordKey != "broken" {
+		t.Errorf("recorded errors %+v, want the broken record's", e.Sync.Errors)
+	}
+	if _, ok := hs.srv.Get(entity, "good"); !ok {
+		t.Error("the readable record was not pushed")
 	}
 }
 

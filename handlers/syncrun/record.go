@@ -33,11 +33,12 @@ func (e *recordFailure) Unwrap() error { return e.err }
 type recItem struct {
 	key     string
 	ext, in *domain.SideRecord
-	pulled  bool      // ext was read from the external API (a page of a pull), not deduced
-	readAt  time.Time // when the side given (ext read, or in) was read; zero: not checked
-	count   bool      // an unchanged record counts as such (not in the shard walk, which sees every record every run)
-	tally   *tally    // where the record is counted until its page's checkpoint; nil: the run's counts
-	version string    // the shard's version of in, as the walk listed it ("": unknown)
+	pulled  bool           // ext was read from the external API (a page of a pull), not deduced
+	readAt  time.Time      // when the side given (ext read, or in) was read; zero: not checked
+	count   bool           // an unchanged record counts as such (not in the shard walk, which sees every record every run)
+	tally   *tally         // where the record is counted until its page's checkpoint; nil: the run's counts
+	version string         // the shard's version of in, as the walk listed it ("": unknown)
+	listed  *shards.Listed // in as the walk listed it, its Data not yet decoded; nil: in is whole
 }
 
 // plan is one record's decided change whose durable writes wait to be
@@ -162,7 +163,7 @@ func (r *run) reconcileRound(ctx context.Context, items []recItem) ([]recItem, e
 
 // again is it to be planned anew: Castiel's side is read again too.
 func again(it recItem) recItem {
-	it.in = nil
+	it.in, it.listed = nil, nil
 	return it
 }
 
@@ -196,6 +197,13 @@ func (r *run) plan(ctx context.Context, it recItem, pre *preread) (*plan, error)
 			r.countItem(it.tally, domain.ActionUnchanged)
 		}
 		return nil, nil
+	}
+	if it.listed != nil && in == it.in {
+		if err := it.listed.Decode(); err != nil {
+			r.failItem(it.tally, it.key, "", fmt.Errorf("the shard holds a record it cannot read: %w", err))
+			return nil, nil
+		}
+		in.Data = it.listed.Data
 	}
 	var st *domain.RecordState
 	var etag string

@@ -14,6 +14,7 @@ import (
 
 	"github.com/castiel/integration-manager/connector"
 	"github.com/castiel/integration-manager/domain"
+	"github.com/castiel/integration-manager/shards"
 	"github.com/castiel/integration-manager/store"
 )
 
@@ -626,20 +627,26 @@ func (r *run) walkShards(ctx context.Context) error {
 	}()
 	pages := make(chan listedPage, 1)
 	token := r.prog.PageToken
+	list := r.listShard
 	wg.Go(func() {
 		defer close(pages)
 		for {
 			at := r.h.now()
-			recs, next, err := r.h.shards.List(lctx, r.task.TenantID, r.task.Entity, token, r.h.opts.ShardPageSize)
+			recs, next, err := list(lctx, token)
 			lp := listedPage{err: err, read: len(recs), next: next, tally: &tally{}}
 			if err != nil {
 				lp.err = fmt.Errorf("walk the shard: %w", err)
 			}
 			lp.items, lp.keys = make([]recItem, len(recs)), make([]string, len(recs))
-			for i, rec := range recs {
-				// Hashed when planned, concurrently; unchanged records are not
-				// counted (the walk sees every record every run).
+			for i := range recs {
+				// Hashed (unless the store kept the hash) and decoded (if it
+				// has to be) when planned, concurrently; unchanged records
+				// are not counted (the walk sees every record every run).
+				rec := &recs[i]
 				lp.items[i] = recItem{key: rec.Key, in: rec.Side(), version: rec.Version, readAt: at, tally: lp.tally}
+				if rec.Data == nil && !rec.Deleted {
+					lp.items[i].listed = rec
+				}
 				lp.keys[i] = rec.Key
 			}
 			select {
@@ -654,6 +661,27 @@ func (r *run) walkShards(ctx context.Context) error {
 		}
 	})
 	return r.syncPages(ctx, domain.PhasePush, pages)
+}
+
+// listedLister is a shard store that lists records with their data left
+// undecoded until asked for (*shards.Local).
+type listedLister interface {
+	ListListed(ctx context.Context, tenantID, entity, pageToken string, limit int) ([]shards.Listed, string, error)
+}
+
+// listShard lists a page of the task's shard for the walk: with the data
+// undecoded where the store can (most records of a walk are unchanged, which
+// the hash tells), decoded otherwise.
+func (r *run) listShard(ctx context.Context, token string) ([]shards.Listed, string, error) {
+	if ll, ok := r.h.shards.(listedLister); ok {
+		return ll.ListListed(ctx, r.task.TenantID, r.task.Entity, token, r.h.opts.ShardPageSize)
+	}
+	recs, next, err := r.h.shards.List(ctx, r.task.TenantID, r.task.Entity, token, r.h.opts.ShardPageSize)
+	listed := make([]shards.Listed, len(recs))
+	for i, rec := range recs {
+		listed[i].Record = rec
+	}
+	return listed, next, err
 }
 
 // snapshot copies the run's progress, counters and the client's into the
