@@ -66,9 +66,14 @@ func TestRun_AFirstFullReadHasNothingToSweep(t *testing.T) {
 
 	e := hs.run("run-1", "st-first")
 	mustStatus(t, e, domain.ExecCompleted)
-	if s := stats(e); s.Added != 25 || e.Sync.SeenPages != 0 || !e.Sync.NothingToSweep {
-		t.Errorf("first run: stats %+v, keys of %d pages recorded, nothing to sweep %v; want 25 added, none recorded, nothing to sweep",
+	if s := stats(e); s.Added != 25 || s.Deleted != 0 || e.Sync.SeenPages != 0 || !e.Sync.NothingToSweep {
+		t.Errorf("first run: stats %+v, keys of %d pages recorded, nothing to sweep %v; want 25 added, none deleted, none recorded, nothing to sweep",
 			s, e.Sync.SeenPages, e.Sync.NothingToSweep)
+	}
+	for _, r := range recs {
+		if _, ok := hs.shardRecord(r.ID); !ok {
+			t.Fatalf("after the first run %s is not in Castiel", r.ID)
+		}
 	}
 
 	hs.srv.Remove(entity, recs[4].ID)
