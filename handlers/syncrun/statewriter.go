@@ -109,7 +109,12 @@ func (w *stateWriter) loop() {
 func (w *stateWriter) take(batch []*plan) ([]*plan, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	batch, w.queue = append(batch, w.queue...), nil
+	if batch == nil {
+		batch = w.queue // no copy for the common case: the queue is taken whole
+	} else {
+		batch = append(batch, w.queue...)
+	}
+	w.queue = nil
 	return batch, w.closing
 }
 
