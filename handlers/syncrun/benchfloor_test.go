@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,44 +20,86 @@ import (
 	"github.com/castiel/integration-manager/connector/fakeapi"
 )
 
+// floorWork is how much of a sync's work a plain-library floor does.
+type floorWork int
+
+const (
+	// floorBare keeps each record and its hash: less than any sync can do.
+	floorBare floorWork = iota
+	// floorRequired does, per record, what the issue asks of every sync and
+	// no more: map it (the bench task's mapping, written out by hand), hash
+	// it, keep it and a state holding both sides' hashes and the base
+	// snapshot a three-way merge needs (the record's bytes again), and keep a
+	// checkpoint with every page.
+	floorRequired
+)
+
 // plainPull is the least a first pull can do with what it reads, written with the
 // plain libraries and nothing of ours: page the fake with net/http and
 // encoding/json (as rawPagedRead does) and, overlapping the next page's read, keep
 // each page durably in one bbolt transaction (fsync): every record as JSON under
-// its id, and its content hash under the same id beside it (what a later run needs
-// to tell a change). No mapping, no shard schema, no checkpoint, no execution
-// record. It shows what share of the raw read any pull that stores what it reads
-// can reach here.
-func plainPull(b *testing.B, srv *fakeapi.Server) time.Duration {
+// its id, and beside it under the same id its content hash (floorBare) or its
+// sync state (floorRequired, which also maps the record and keeps a checkpoint).
+// No shard schema, no execution record. It shows what share of the raw read any
+// pull that stores what it reads (floorBare), or that stores what the issue
+// requires (floorRequired), can reach here.
+func plainPull(b *testing.B, srv *fakeapi.Server, work floorWork) time.Duration {
 	b.Helper()
 	db, records, hashes := openPlainDB(b, "plain-pull.db")
-	store := func(page []map[string]any) error {
+	// A page is encoded (mapped, marshalled, hashed) on a goroutine of its
+	// own while the next is read, and committed on another while the one
+	// after it is encoded: the commit, which cannot be shared, does no more
+	// than put what is ready.
+	type kv struct{ id, doc, kept []byte }
+	encode := func(page []map[string]any) ([]kv, error) {
+		out := make([]kv, len(page))
+		for i, r := range page {
+			if work == floorRequired {
+				mapToCastiel(r)
+			}
+			doc, err := json.Marshal(r)
+			if err != nil {
+				return nil, err
+			}
+			id, _ := r["id"].(string)
+			sum := sha256.Sum256(doc)
+			kept := sum[:]
+			if work == floorRequired {
+				kept = appendFloorState(nil, sum, sum, doc)
+			}
+			out[i] = kv{[]byte(id), doc, kept}
+		}
+		return out, nil
+	}
+	store := func(page []kv) error {
 		return db.Update(func(tx *bolt.Tx) error {
 			recs, sums := tx.Bucket(records), tx.Bucket(hashes)
 			for _, r := range page {
-				doc, err := json.Marshal(r)
-				if err != nil {
+				if err := recs.Put(r.id, r.doc); err != nil {
 					return err
 				}
-				id, _ := r["id"].(string)
-				sum := sha256.Sum256(doc)
-				if err := recs.Put([]byte(id), doc); err != nil {
+				if err := sums.Put(r.id, r.kept); err != nil {
 					return err
 				}
-				if err := sums.Put([]byte(id), sum[:]); err != nil {
-					return err
-				}
+			}
+			if work == floorRequired && len(page) > 0 {
+				return recs.Put([]byte(checkpointKey), fmt.Appendf(nil, `{"after":%q,"records":%d}`, page[len(page)-1].id, len(page)))
 			}
 			return nil
 		})
 	}
 
 	start := time.Now()
-	pages, stored := behind(store)
+	encoded, stored := behind(store)
+	pages, done := behind(func(page []map[string]any) error {
+		kvs, err := encode(page)
+		if err == nil {
+			encoded <- kvs
+		}
+		return err
+	})
 	n, err := srv.RawPages(benchPageSize, func(page []map[string]any) { pages <- page })
-	if err := stored(); err != nil {
-		b.Fatal(fmt.Errorf("plain pull: store: %w", err))
-	}
+	err = cmp.Or(err, done(), stored())
 	took := time.Since(start)
 	if err != nil {
 		b.Fatal(err)
@@ -68,10 +111,48 @@ func plainPull(b *testing.B, srv *fakeapi.Server) time.Duration {
 	if err := db.View(func(tx *bolt.Tx) error { kept = tx.Bucket(records).Stats().KeyN; return nil }); err != nil {
 		b.Fatal(err)
 	}
+	if work == floorRequired {
+		kept-- // the checkpoint
+	}
 	if kept != benchRecords {
 		b.Fatalf("plain pull kept %d records, want %d", kept, benchRecords)
 	}
 	return took
+}
+
+// checkpointKey is where floorRequired keeps its checkpoint: after the
+// records' ids.
+const checkpointKey = "~checkpoint"
+
+// mapToCastiel maps a record of the fake in place as the bench task's
+// mapping does (testMapping).
+func mapToCastiel(r map[string]any) {
+	r["fullName"], r["contact"], r["source"] = r["name"], map[string]any{"email": r["email"]}, "fake-crm"
+	delete(r, "name")
+	delete(r, "email")
+	delete(r, "deleted")
+}
+
+// mapToExternal is mapToCastiel's inverse.
+func mapToExternal(r map[string]any) {
+	r["name"] = r["fullName"]
+	if c, ok := r["contact"].(map[string]any); ok {
+		r["email"] = c["email"]
+	}
+	delete(r, "fullName")
+	delete(r, "contact")
+	delete(r, "source")
+}
+
+// appendFloorState appends a record's sync state as floorRequired keeps it.
+func appendFloorState(b []byte, external, internal [sha256.Size]byte, base []byte) []byte {
+	b = append(b, `{"externalHash":"`...)
+	b = hex.AppendEncode(b, external[:])
+	b = append(b, `","internalHash":"`...)
+	b = hex.AppendEncode(b, internal[:])
+	b = append(b, `","baseSnapshot":`...)
+	b = append(b, base...)
+	return append(b, '}')
 }
 
 // pushKeeping is when plainPush makes the hashes of what it POSTed durable.
@@ -92,11 +173,13 @@ const (
 
 // plainPush is the least a push can do, written with the plain libraries and
 // nothing of ours: n records kept in bbolt are read a page at a time, each page
-// POSTed to the fake 16 at a time (as rawPost does), and the content hash of
-// every record it took kept durably in bbolt (what a later run needs to tell a
-// change) as keeping says. No mapping, no shard schema, no reading of the
-// answer, no checkpoint, no execution record.
-func plainPush(b *testing.B, srv *fakeapi.Server, n int, keeping pushKeeping) time.Duration {
+// POSTed to the fake 16 at a time (as rawPost does), and for every record it
+// took, kept durably in bbolt as keeping says, its content hash (floorBare: what
+// a later run needs to tell a change) or its sync state (floorRequired: the
+// record is also decoded, mapped to the API's shape, and the API's answer read
+// and mapped back, so the state holds the hash of each side and the base
+// snapshot). No shard schema, no checkpoint, no execution record.
+func plainPush(b *testing.B, srv *fakeapi.Server, n int, keeping pushKeeping, work floorWork) time.Duration {
 	b.Helper()
 	db, records, hashes := openPlainDB(b, "plain-push.db")
 	if err := db.Update(func(tx *bolt.Tx) error {
@@ -104,6 +187,9 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int, keeping pushKeeping) ti
 		for i := range n {
 			id := fmt.Sprintf("plain-%07d", i)
 			doc := fmt.Sprintf(`{"id":%q,"name":"Plain %d","email":"plain%d@example.com"}`, id, i, i)
+			if work == floorRequired {
+				doc = fmt.Sprintf(`{"contact":{"email":"plain%d@example.com"},"fullName":"Plain %d","id":%q,"source":"fake-crm"}`, i, i, id)
+			}
 			if err := recs.Put([]byte(id), []byte(doc)); err != nil {
 				return err
 			}
@@ -112,13 +198,13 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int, keeping pushKeeping) ti
 	}); err != nil {
 		b.Fatal(err)
 	}
-	type kv struct{ id, doc []byte }
+	// kv is a record read, and what is kept of it once POSTed.
+	type kv struct{ id, doc, kept []byte }
 	keep := func(page []kv) error {
 		return db.Update(func(tx *bolt.Tx) error {
 			sums := tx.Bucket(hashes)
 			for _, r := range page {
-				sum := sha256.Sum256(r.doc)
-				if err := sums.Put(r.id, sum[:]); err != nil {
+				if err := sums.Put(r.id, r.kept); err != nil {
 					return err
 				}
 			}
@@ -127,16 +213,43 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int, keeping pushKeeping) ti
 	}
 
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
-	post := func(doc []byte) error {
-		resp, err := hc.Post(srv.URL+"/api/contacts", "application/json", bytes.NewReader(doc))
+	post := func(r *kv) error {
+		body := r.doc
+		if work == floorRequired {
+			var rec map[string]any
+			if err := json.Unmarshal(r.doc, &rec); err != nil {
+				return err
+			}
+			mapToExternal(rec)
+			var err error
+			if body, err = json.Marshal(rec); err != nil {
+				return err
+			}
+		}
+		resp, err := hc.Post(srv.URL+"/api/contacts", "application/json", bytes.NewReader(body))
 		if err != nil {
 			return err
 		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusCreated {
 			return fmt.Errorf("plain push: HTTP %d", resp.StatusCode)
 		}
+		if work == floorBare {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			sum := sha256.Sum256(r.doc)
+			r.kept = sum[:]
+			return nil
+		}
+		var answer map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
+			return err
+		}
+		mapToCastiel(answer)
+		external, err := json.Marshal(answer)
+		if err != nil {
+			return err
+		}
+		r.kept = appendFloorState(nil, sha256.Sum256(external), sha256.Sum256(r.doc), r.doc)
 		return nil
 	}
 	var (
@@ -145,24 +258,24 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int, keeping pushKeeping) ti
 		kept   func() error
 	)
 	pushPage := func(page []kv) error {
-		next := make(chan kv)
+		next := make(chan int)
 		errs := make([]error, 16)
 		var wg sync.WaitGroup
 		for w := range 16 {
 			wg.Go(func() {
-				for r := range next {
-					if err := post(r.doc); err != nil {
+				for i := range next {
+					if err := post(&page[i]); err != nil {
 						errs[w] = cmp.Or(errs[w], err)
 						continue
 					}
 					if posted != nil {
-						posted <- r
+						posted <- page[i]
 					}
 				}
 			})
 		}
-		for _, r := range page {
-			next <- r
+		for i := range page {
+			next <- i
 		}
 		close(next)
 		wg.Wait()
@@ -188,7 +301,7 @@ func plainPush(b *testing.B, srv *fakeapi.Server, n int, keeping pushKeeping) ti
 				}
 			}
 			for ; k != nil && len(page) < benchPageSize; k, v = cur.Next() {
-				page = append(page, kv{bytes.Clone(k), bytes.Clone(v)})
+				page = append(page, kv{id: bytes.Clone(k), doc: bytes.Clone(v)})
 			}
 			return nil
 		})
