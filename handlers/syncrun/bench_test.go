@@ -122,9 +122,10 @@ func BenchmarkPull100kAt50msPerPage(b *testing.B) {
 // after latency (0: at once), and a full-refresh pull task of them.
 func pullHarness(b *testing.B, latency time.Duration) *harness {
 	hs := newHarness(b, harnessConfig{
-		fake:    fakeapi.Options{Mode: fakeapi.Mode{Auth: fakeapi.AuthAPIKeyHeader, PageSize: benchPageSize}},
-		opts:    syncrun.Options{Concurrency: 1000},
-		logNone: true,
+		fake:       fakeapi.Options{Mode: fakeapi.Mode{Auth: fakeapi.AuthAPIKeyHeader, PageSize: benchPageSize}},
+		opts:       syncrun.Options{Concurrency: 1000},
+		logNone:    true,
+		asDeployed: true,
 	})
 	hs.srv.SeedN(entity, benchRecords)
 	hs.task("st-bench", domain.DirectionPull, domain.ModeFullRefresh)
@@ -239,8 +240,9 @@ func BenchmarkPush100k(b *testing.B) {
 	for i := range b.N {
 		b.StopTimer()
 		hs := newHarness(b, harnessConfig{
-			fake:    fakeapi.Options{Mode: fakeapi.Mode{PageSize: benchPageSize}},
-			logNone: true,
+			fake:       fakeapi.Options{Mode: fakeapi.Mode{PageSize: benchPageSize}},
+			logNone:    true,
+			asDeployed: true,
 		})
 		rawSrv := fakeapi.New(b, fakeapi.Options{Mode: fakeapi.Mode{PageSize: benchPageSize}})
 		plainSrv := fakeapi.New(b, fakeapi.Options{Mode: fakeapi.Mode{PageSize: benchPageSize}})
