@@ -71,9 +71,9 @@ func BenchmarkPull100k(b *testing.B) {
 	b.ReportMetric(100*floor.bound(b)/rate(raw), "floor_bound_%_of_raw")
 	b.ReportMetric(100*rate(first)/rate(raw), "pull_%_of_raw")
 	b.ReportMetric(100*rate(again)/rate(raw), "resync_%_of_raw")
-	cpu := func(c cost) string { return c.note(b, raw) }
+	cpu := func(c cost) string { return c.note(b, &raw) }
 	recordBench(b,
-		bench.Row{Case: "raw paged read of the fake external API", Value: rate(raw), Unit: "records/s", Note: cpu(raw)},
+		bench.Row{Case: "raw paged read of the fake external API", Value: rate(raw), Unit: "records/s", Note: raw.note(b, nil)},
 		bench.Row{Case: "plain-library pull: the raw read, each page kept durably (record and its hash per id, one bbolt commit a page, overlapping the next read)",
 			Value: rate(plain), Unit: "records/s", Baseline: "raw paged read", Ratio: rate(plain) / rate(raw),
 			Note: "net/http, encoding/json and bbolt only, nothing of ours: what any pull that stores what it reads can reach here; " + cpu(plain)},
@@ -190,10 +190,14 @@ func (c cost) bound(b *testing.B) float64 {
 	return float64(runtime.NumCPU()) * 1e6 / c.perRecord(b)
 }
 
-// note is the case's CPU per record and the bound it sets, against raw.
-func (c cost) note(b *testing.B, raw cost) string {
-	return fmt.Sprintf("CPU per record %.1f µs; %d cores bound it to %.0f records/s, %.2f of the raw rate",
-		c.perRecord(b), runtime.NumCPU(), c.bound(b), c.bound(b)/raw.rate(b))
+// note is the case's CPU per record and the bound it sets, against raw's
+// rate if there is one to hold it against.
+func (c cost) note(b *testing.B, raw *cost) string {
+	s := fmt.Sprintf("CPU per record %.1f µs; %d cores bound it to %.0f records/s", c.perRecord(b), runtime.NumCPU(), c.bound(b))
+	if raw != nil {
+		s += fmt.Sprintf(", %.2f of the raw rate", c.bound(b)/raw.rate(b))
+	}
+	return s
 }
 
 // report adds the case's CPU and heap allocated per record to the
@@ -288,9 +292,9 @@ func BenchmarkPush100k(b *testing.B) {
 	b.ReportMetric(100*rate(floor)/rate(raw), "floor_%_of_raw")
 	b.ReportMetric(100*floor.bound(b)/rate(raw), "floor_bound_%_of_raw")
 	b.ReportMetric(100*rate(push)/rate(raw), "push_%_of_raw")
-	cpu := func(c cost) string { return c.note(b, raw) }
+	cpu := func(c cost) string { return c.note(b, &raw) }
 	recordBench(b,
-		bench.Row{Case: "raw POSTs creating records in the fake API (16 at a time)", Value: rate(raw), Unit: "records/s", Note: cpu(raw)},
+		bench.Row{Case: "raw POSTs creating records in the fake API (16 at a time)", Value: rate(raw), Unit: "records/s", Note: raw.note(b, nil)},
 		bench.Row{Case: "plain-library push: records read from bbolt a page at a time, POSTed 16 at a time, each page's hashes kept in one bbolt commit overlapping the next page's POSTs",
 			Value: rate(plain), Unit: "records/s", Baseline: "raw POSTs", Ratio: rate(plain) / rate(raw),
 			Note: "net/http and bbolt only, nothing of ours; a kill loses up to two pages of hashes, so a resumed push would POST those records again"},
@@ -304,7 +308,7 @@ func BenchmarkPush100k(b *testing.B) {
 			Baseline: "raw POSTs", Ratio: rate(push) / rate(raw),
 			Note: fmt.Sprintf("goal: 0.80; %.2f of the kill-safe plain-library push doing what the issue requires; %s", rate(push)/rate(floor), cpu(push))},
 		bench.Row{Case: "walk of the same 100,000 Castiel records, unchanged (nothing to push)", Value: rate(rewalk), Unit: "records/s",
-			Note: "what every later run of a push or bidirectional task pays; " + cpu(rewalk)})
+			Note: "what every later run of a push or bidirectional task pays; " + rewalk.note(b, nil)})
 }
 
 // seedShard puts n Castiel records, concurrently.
