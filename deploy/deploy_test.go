@@ -533,7 +533,71 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment, cm *corev1.ConfigMap, a
 		}
 	}
 
+	checkGoMemory(t, name, c)
 	return checkEnv(t, name, c, cm)
+}
+
+// checkGoMemory holds a container's collector settings to its memory limit:
+// a GOGC above the default needs a GOMEMLIMIT (or the heap grows with it
+// until the container is killed), and a GOMEMLIMIT must sit below the limit,
+// with room for what the Go runtime does not count, yet near enough that the
+// collector does not run hard long before memory is short.
+func checkGoMemory(t *testing.T, name string, c corev1.Container) {
+	t.Helper()
+	env := map[string]string{}
+	for _, e := range c.Env {
+		if e.ValueFrom == nil {
+			env[e.Name] = e.Value
+		}
+	}
+	gogc, hasGOGC := env["GOGC"]
+	memLimit, hasMemLimit := env["GOMEMLIMIT"]
+	if hasGOGC {
+		n, err := strconv.Atoi(gogc)
+		switch {
+		case gogc != "off" && (err != nil || n <= 0):
+			t.Errorf("Deployment %s: GOGC %q is not off or a positive percentage", name, gogc)
+		case (gogc == "off" || n > 100) && !hasMemLimit:
+			t.Errorf("Deployment %s: GOGC %s without GOMEMLIMIT lets the heap grow past the container's memory limit", name, gogc)
+		}
+	}
+	if !hasMemLimit {
+		return
+	}
+	soft, err := parseGoMemLimit(memLimit)
+	if err != nil {
+		t.Errorf("Deployment %s: GOMEMLIMIT: %v", name, err)
+		return
+	}
+	limit, ok := c.Resources.Limits[corev1.ResourceMemory]
+	if !ok {
+		t.Errorf("Deployment %s: GOMEMLIMIT %s without a memory limit to keep it under", name, memLimit)
+		return
+	}
+	if ratio := float64(soft) / float64(limit.Value()); ratio < 0.75 || ratio > 0.95 {
+		t.Errorf("Deployment %s: GOMEMLIMIT %s is %.0f %% of the memory limit %s, want 75-95 %%", name, memLimit, 100*ratio, limit.String())
+	}
+}
+
+// parseGoMemLimit reads GOMEMLIMIT as the Go runtime does: a byte count with
+// an optional unit (B, KiB, MiB, GiB, TiB).
+func parseGoMemLimit(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		shift  uint
+	}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"B", 0}}
+	shift := uint(0)
+	for _, u := range units {
+		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, shift = rest, u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a byte count with an optional B, KiB, MiB, GiB or TiB", s)
+	}
+	return n << shift, nil
 }
 
 func resolvePort(p intstr.IntOrString, named map[string]int32, numbers []int32) (int32, bool) {
